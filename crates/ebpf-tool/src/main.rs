@@ -1,0 +1,48 @@
+//! Parse -> run -> exit code. Errors print as one line, their causes joined by ": ".
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use ebpf_tool::{
+    cli::{Cli, Command},
+    uprobe,
+};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Uprobe(args) => {
+            let plan = uprobe::Plan::from_args(&args)?;
+            uprobe::run(plan)
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping a cause already quoted by its parent.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}

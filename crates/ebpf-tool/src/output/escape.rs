@@ -1,0 +1,45 @@
+//! Bytes other processes control (a `comm`, a string argument) never reach the terminal
+//! raw: anything outside printable ASCII, plus the backslash itself, becomes `\xNN`.
+//! Spaces are escaped too so every `key=value` field stays one token.
+
+use std::io::{self, Write};
+
+/// Writes `bytes` with every byte outside `!`..=`~` (and `\`) as `\xNN`.
+pub fn write_escaped(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b.is_ascii_graphic() && b != b'\\' {
+            continue;
+        }
+        out.write_all(&bytes[start..i])?;
+        write!(out, "\\x{b:02x}")?;
+        start = i + 1;
+    }
+    out.write_all(&bytes[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(bytes: &[u8]) -> String {
+        let mut out = Vec::new();
+        write_escaped(&mut out, bytes).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn plain_names_pass_through() {
+        assert_eq!(escaped(b"bash"), "bash");
+        assert_eq!(escaped(b"kworker/0:1-mm"), "kworker/0:1-mm");
+    }
+
+    #[test]
+    fn control_space_backslash_and_non_ascii_are_escaped() {
+        assert_eq!(escaped(b"\x1b[31mred"), "\\x1b[31mred");
+        assert_eq!(escaped(b"a b"), "a\\x20b");
+        assert_eq!(escaped(b"a\\b"), "a\\x5cb");
+        assert_eq!(escaped("é".as_bytes()), "\\xc3\\xa9");
+        assert_eq!(escaped(b"\n"), "\\x0a");
+    }
+}
