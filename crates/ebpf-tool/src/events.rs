@@ -54,7 +54,7 @@ mod tests {
     #[test]
     fn rejects_wrong_sizes() {
         assert_eq!(decode(&[0; 3]), Err(DecodeError { got: 3 }));
-        assert!(decode(&vec![0; CALL_EVENT_SIZE + 8]).is_err());
+        assert!(decode(&[0; CALL_EVENT_SIZE + 8]).is_err());
     }
 
     #[test]

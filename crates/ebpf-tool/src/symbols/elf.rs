@@ -137,7 +137,10 @@ impl Symbols {
                 }
                 let size = raw.st_size(endian);
                 let Some(file_offset) = file_offset(&segments, address) else {
-                    symbols.non_functions.entry(name.to_owned()).or_insert("outside the code");
+                    symbols
+                        .non_functions
+                        .entry(name.to_owned())
+                        .or_insert("outside the code");
                     continue;
                 };
                 symbols.functions.push(FunctionSymbol {
@@ -154,7 +157,9 @@ impl Symbols {
             }
         }
         // The same function often sits in both tables: keep one entry per (name, address).
-        symbols.functions.sort_by(|a, b| (&a.name, a.address).cmp(&(&b.name, b.address)));
+        symbols
+            .functions
+            .sort_by(|a, b| (&a.name, a.address).cmp(&(&b.name, b.address)));
         symbols
             .functions
             .dedup_by(|a, b| a.name == b.name && a.address == b.address);
@@ -186,11 +191,8 @@ impl Symbols {
     /// ignored). Several distinct addresses come back when local functions share a name.
     pub fn lookup(&self, wanted: &str) -> Result<Vec<&FunctionSymbol>, SymbolError> {
         let name = wanted.split('@').next().unwrap_or(wanted);
-        let found: Vec<&FunctionSymbol> = self
-            .functions
-            .iter()
-            .filter(|f| f.name == name)
-            .collect();
+        let found: Vec<&FunctionSymbol> =
+            self.functions.iter().filter(|f| f.name == name).collect();
         if !found.is_empty() {
             return Ok(found);
         }

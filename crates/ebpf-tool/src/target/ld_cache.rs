@@ -157,14 +157,21 @@ mod tests {
         assert_eq!(cache.find("libc"), libc);
         assert_eq!(cache.find("c"), libc);
         assert_eq!(cache.find("libc.so"), libc);
-        assert_eq!(cache.find("libcap"), vec![PathBuf::from("/nonexistent/libcap.so.2")]);
+        assert_eq!(
+            cache.find("libcap"),
+            vec![PathBuf::from("/nonexistent/libcap.so.2")]
+        );
         assert!(cache.find("libnothing").is_empty());
     }
 
     #[test]
     fn skips_other_abis_and_reports_ambiguity() {
         let cache = LdCache::parse(&image(&[
-            (FLAG_ELF_LIBC6, "libssl.so.3", "/nonexistent/i386/libssl.so.3"),
+            (
+                FLAG_ELF_LIBC6,
+                "libssl.so.3",
+                "/nonexistent/i386/libssl.so.3",
+            ),
             (OURS, "libssl.so.3", "/nonexistent/libssl.so.3"),
             (OURS, "libssl.so.1.1", "/nonexistent/libssl.so.1.1"),
         ]));
@@ -175,7 +182,10 @@ mod tests {
                 PathBuf::from("/nonexistent/libssl.so.3")
             ]
         );
-        assert_eq!(cache.find("libssl.so.3"), vec![PathBuf::from("/nonexistent/libssl.so.3")]);
+        assert_eq!(
+            cache.find("libssl.so.3"),
+            vec![PathBuf::from("/nonexistent/libssl.so.3")]
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
     // that owns the ring buffer exists.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
-        .map_err(|e| io::Error::from(e))?;
+        .map_err(io::Error::from)?;
     let mut tally = Tally::default();
     let deadline = async {
         match plan.duration {
