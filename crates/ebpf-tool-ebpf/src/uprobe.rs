@@ -1,101 +1,539 @@
-//! Kernel half of `ebpf-tool uprobe`: `hello_uprobe` runs on function entry and
-//! `hello_uretprobe` on return; each writes one `CallEvent` into the `EVENTS` ring buffer.
+//! Kernel half of `ebpf-tool uprobe`. `hello_uprobe` runs on function entry and
+//! `hello_uretprobe` on return. What they do is chosen by `CONFIG`, a read-only global the
+//! loader fills before load: the verifier sees its fields as constants and drops the
+//! branches a run does not use, so a plain trace pays for none of the other modes.
 //!
-//! The hot path does as little as it can: two constant compares to filter, one reservation,
-//! plain stores. Per-run settings are globals the loader rewrites before load.
+//! - plain: one `CallEvent` per call into `EVENTS` at entry;
+//! - `--ret`/`--latency`: entry saves the arguments and a timestamp on the thread's call
+//!   stack (`CALLS`), return pops it and writes one record with arguments, return value and
+//!   latency;
+//! - `--count`, `--hist`, `--latency` histograms and `--stacks` aggregate in per-CPU maps
+//!   without any record, so they cost no ring-buffer traffic.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
+        EbpfContext,
+        bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
         helpers::{
-            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-            generated::bpf_get_attach_cookie,
+            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+            bpf_ktime_get_ns, bpf_probe_read_user,
+            generated::{bpf_get_attach_cookie, bpf_probe_read_user_str},
         },
         macros::{map, uprobe, uretprobe},
-        maps::{PerCpuArray, RingBuf},
-        programs::{ProbeContext, RetProbeContext},
+        maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+        programs::{ProbeContext, RetProbeContext, tracing::StackIdContext as _},
     };
-    use ebpf_tool_common::{CallEvent, EVENTS_RING_BYTES, KIND_ENTRY, KIND_RETURN, MAX_ARGS};
+    use ebpf_tool_common::{
+        COMM_LEN, CallEvent, CallEventWithStrings, CallStack, Config, CountKey, EVENT_NO_ENTRY,
+        EVENT_STR_TRUNCATED, EVENTS_RING_BYTES, HIST_BUCKETS, HIST_COUNT, HIST_LATENCY, HIST_MAX,
+        HIST_MIN, HIST_SLOTS, HIST_SUM, HISTS_PER_PROBE, KIND_CALL, KIND_ENTRY, MAX_ARGS,
+        MAX_STR_ARGS, STR_CAP, StackKey, by, flags, lost, op,
+    };
 
-    /// Set by the loader to ebpf-tool's own tgid: a tracer must never trace itself.
+    /// This run's settings; the loader overwrites the whole struct before load.
     #[unsafe(no_mangle)]
-    static TOOL_TGID: u32 = 0;
-
-    /// Set by the loader when the user asked for one process; 0 means every process.
-    #[unsafe(no_mangle)]
-    static TARGET_TGID: u32 = 0;
+    static CONFIG: Config = Config::DEFAULT;
 
     #[map]
     static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
-    /// Records that did not fit in `EVENTS`, per CPU so counting costs no contention.
+    /// What could not be recorded, by cause (`lost::*`), per CPU so counting never contends.
     #[map]
-    static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+    static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
 
-    #[uprobe]
-    pub fn hello_uprobe(ctx: ProbeContext) -> u32 {
+    /// Each thread's calls in progress, for pairing returns with entries. LRU, so threads
+    /// that die mid-call cannot fill it.
+    #[map]
+    static CALLS: LruHashMap<u32, CallStack> = LruHashMap::with_max_entries(16384, 0);
+
+    /// A zeroed `CallStack` to insert from: too big for the 512-byte BPF stack.
+    #[map]
+    static EMPTY_CALL_STACK: PerCpuArray<CallStack> = PerCpuArray::with_max_entries(1, 0);
+
+    /// `--count` by function: one slot per probe (the loader sizes it).
+    #[map]
+    static FUNC_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    /// `--count --by pid|tid|comm`.
+    #[map]
+    static COUNTS: PerCpuHashMap<CountKey, u64> = PerCpuHashMap::with_max_entries(65536, 0);
+
+    /// Log2 histograms, `HISTS_PER_PROBE` per probe of `HIST_SLOTS` each (loader-sized).
+    #[map]
+    static HISTS: PerCpuArray<u64> =
+        PerCpuArray::with_max_entries((HISTS_PER_PROBE * HIST_SLOTS) as u32, 0);
+
+    /// User stacks for `--stacks` (loader-sized).
+    #[map]
+    static STACKS: StackTrace = StackTrace::with_max_entries(1, 0);
+
+    #[map]
+    static STACK_COUNTS: PerCpuHashMap<StackKey, u64> = PerCpuHashMap::with_max_entries(1, 0);
+
+    #[inline(always)]
+    fn config() -> &'static Config {
+        // SAFETY: a volatile read keeps the compiler from folding the default value in;
+        // the loader has replaced it, and the map holding it is frozen read-only.
+        unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
+    }
+
+    #[inline(always)]
+    fn has(flag: u32) -> bool {
+        config().flags & flag != 0
+    }
+
+    /// The task filters, which hold alike at entry and at return.
+    #[inline(always)]
+    fn task_wanted(tgid: u32, tid: u32) -> bool {
+        let cfg = config();
+        if tgid == cfg.tool_tgid {
+            return false; // never trace ourselves
+        }
+        if cfg.target_tgid != 0 && tgid != cfg.target_tgid {
+            return false;
+        }
+        if cfg.target_tid != 0 && tid != cfg.target_tid {
+            return false;
+        }
+        if cfg.target_uid != u32::MAX && bpf_get_current_uid_gid() as u32 != cfg.target_uid {
+            return false;
+        }
+        if cfg.flags & flags::FILTER_COMM != 0 {
+            let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+            if comm != cfg.comm {
+                return false;
+            }
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn arg_wanted(args: &[u64; MAX_ARGS]) -> bool {
+        let cfg = config();
+        if cfg.flags & flags::FILTER_ARG == 0 {
+            return true;
+        }
+        let Some(&value) = args.get(cfg.arg_filter_index as usize) else {
+            return true;
+        };
+        let rhs = cfg.arg_filter_value;
+        let ord = if cfg.flags & flags::FILTER_ARG_SIGNED != 0 {
+            (value as i64).cmp(&(rhs as i64))
+        } else {
+            value.cmp(&rhs)
+        };
+        use core::cmp::Ordering::*;
+        match cfg.arg_filter_op {
+            op::EQ => ord == Equal,
+            op::NE => ord != Equal,
+            op::LT => ord == Less,
+            op::LE => ord != Greater,
+            op::GT => ord == Greater,
+            _ => ord != Less,
+        }
+    }
+
+    #[inline(always)]
+    fn read_args(ctx: &ProbeContext) -> [u64; MAX_ARGS] {
         let mut args = [0u64; MAX_ARGS];
         for (n, arg) in args.iter_mut().enumerate() {
             *arg = ctx.arg(n).unwrap_or(0);
         }
-        record(&ctx, KIND_ENTRY, |event| {
-            event.args = args;
-            event.ret = 0;
-        });
+        args
+    }
+
+    #[uprobe]
+    pub fn hello_uprobe(ctx: ProbeContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+        if !task_wanted(tgid, tid) {
+            return 0;
+        }
+        let probe_id = cookie(&ctx);
+        let args = read_args(&ctx);
+        let wanted = arg_wanted(&args);
+        let stack_id = if wanted {
+            aggregate_entry(&ctx, probe_id, tgid, tid, &args)
+        } else {
+            -1
+        };
+        if has(flags::PAIR_RETURNS) {
+            push_frame(tid, &args, wanted, stack_id);
+            return 0;
+        }
+        if wanted && has(flags::EMIT_EVENTS) {
+            let call = Call {
+                kind: KIND_ENTRY,
+                tgid,
+                tid,
+                probe_id,
+                stack_id,
+                ..Call::new(args)
+            };
+            emit(&call);
+        }
         0
     }
 
     #[uretprobe]
     pub fn hello_uretprobe(ctx: RetProbeContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+        if !task_wanted(tgid, tid) {
+            return 0;
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
         let ret: u64 = ctx.ret();
-        record(&ctx, KIND_RETURN, |event| {
-            event.args = [0; MAX_ARGS];
-            event.ret = ret;
-        });
+        let probe_id = cookie(&ctx);
+        let Some(stack) = CALLS.get_ptr_mut(tid) else {
+            return unpaired(tgid, tid, probe_id, ret);
+        };
+        // SAFETY: a value of this thread's own entry in CALLS; only this thread pushes and
+        // pops it, and uprobe handlers of one thread never run concurrently.
+        let stack = unsafe { &mut *stack };
+        if stack.depth == 0 {
+            return unpaired(tgid, tid, probe_id, ret);
+        }
+        stack.depth -= 1;
+        let depth = stack.depth as usize;
+        let Some(frame) = stack.frames.get(depth) else {
+            return unpaired(tgid, tid, probe_id, ret); // nested beyond MAX_DEPTH
+        };
+        if frame.wanted == 0 {
+            return 0;
+        }
+        let latency = now.saturating_sub(frame.timestamp_ns);
+        if has(flags::HIST_LATENCY) {
+            hist_add(probe_id, HIST_LATENCY, latency);
+        }
+        if has(flags::EMIT_EVENTS) {
+            let call = Call {
+                kind: KIND_CALL,
+                tgid,
+                tid,
+                probe_id,
+                ret,
+                latency_ns: latency,
+                start_ns: frame.timestamp_ns,
+                stack_id: frame.stack_id,
+                ..Call::new(frame.args)
+            };
+            emit(&call);
+        }
         0
     }
 
-    /// Filters the current task, then reserves, fills and submits one record.
+    /// A return whose entry was not seen (attached mid-call, or nested too deep).
     #[inline(always)]
-    fn record<C: aya_ebpf::EbpfContext>(ctx: &C, kind: u32, fill: impl FnOnce(&mut CallEvent)) {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let tgid = (pid_tgid >> 32) as u32;
-        // SAFETY: plain reads of globals the loader fixed before load; volatile so the
-        // compiler does not fold them to their zero initialisers.
-        let (tool, target) = unsafe {
-            (
-                core::ptr::read_volatile(&TOOL_TGID),
-                core::ptr::read_volatile(&TARGET_TGID),
-            )
-        };
-        if tgid == tool || (target != 0 && tgid != target) {
+    fn unpaired(tgid: u32, tid: u32, probe_id: u32, ret: u64) -> u32 {
+        count_lost(lost::UNPAIRED);
+        // Without the entry the argument filter cannot be applied: report only when there
+        // is none, flagged so nobody mistakes the zero arguments for real ones.
+        if !has(flags::FILTER_ARG) && has(flags::EMIT_EVENTS) {
+            let call = Call {
+                kind: KIND_CALL,
+                tgid,
+                tid,
+                probe_id,
+                ret,
+                flags: EVENT_NO_ENTRY,
+                ..Call::new([0; MAX_ARGS])
+            };
+            emit(&call);
+        }
+        0
+    }
+
+    #[inline(always)]
+    fn cookie<C: EbpfContext>(ctx: &C) -> u32 {
+        // SAFETY: the helper only reads the program context it is given.
+        unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
+    }
+
+    /// The in-kernel aggregations done at entry; returns the stack id when stacks are on.
+    #[inline(always)]
+    fn aggregate_entry(
+        ctx: &ProbeContext,
+        probe_id: u32,
+        tgid: u32,
+        tid: u32,
+        args: &[u64; MAX_ARGS],
+    ) -> i32 {
+        let cfg = config();
+        if cfg.flags & flags::COUNT != 0 {
+            count_call(probe_id, tgid, tid);
+        }
+        if cfg.flags & flags::HIST_ARG != 0 {
+            if let Some(&value) = args.get(cfg.hist_arg_index as usize) {
+                hist_add(probe_id, ebpf_tool_common::HIST_ARG, value);
+            }
+        }
+        if cfg.flags & flags::STACKS == 0 {
+            return -1;
+        }
+        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+            Ok(id) => {
+                let key = StackKey {
+                    caller: return_address(ctx),
+                    probe_id,
+                    stack_id: id as i32,
+                    tgid,
+                    _pad: 0,
+                    comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+                };
+                add_to(&STACK_COUNTS, &key, lost::STACKS_FAILED);
+                id as i32
+            }
+            Err(err) => {
+                count_lost(lost::STACKS_FAILED);
+                err
+            }
+        }
+    }
+
+    /// Where the probed function will return to, read at its entry: on x86-64 the word at
+    /// the stack pointer, on AArch64 the link register.
+    #[inline(always)]
+    fn return_address(ctx: &ProbeContext) -> u64 {
+        // SAFETY: the kernel hands the program the probed task's saved registers.
+        let regs = unsafe { &*ctx.regs };
+        #[cfg(bpf_target_arch = "x86_64")]
+        {
+            // SAFETY: a fault-tolerant read of the task's own stack.
+            unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0)
+        }
+        #[cfg(bpf_target_arch = "aarch64")]
+        {
+            regs.regs[30]
+        }
+        #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+        {
+            let _ = regs;
+            0
+        }
+    }
+
+    #[inline(always)]
+    fn count_call(probe_id: u32, tgid: u32, tid: u32) {
+        let cfg = config();
+        if cfg.count_by == by::FUNC {
+            if let Some(slot) = FUNC_COUNTS.get_ptr_mut(probe_id) {
+                // SAFETY: a per-CPU slot; preemption is off while the program runs.
+                unsafe { *slot += 1 };
+            }
             return;
         }
-        let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
-            count_lost();
+        let mut key = CountKey {
+            probe_id,
+            id: 0,
+            comm: [0; COMM_LEN],
+        };
+        match cfg.count_by {
+            by::PID => key.id = tgid,
+            by::TID => key.id = tid,
+            _ => key.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        }
+        add_to(&COUNTS, &key, lost::COUNTS_FULL);
+    }
+
+    /// `map[key] += 1` on a per-CPU hash; a full table is counted, never ignored.
+    #[inline(always)]
+    fn add_to<K>(map: &PerCpuHashMap<K, u64>, key: &K, when_full: u32) {
+        if let Some(slot) = map.get_ptr_mut(key) {
+            // SAFETY: this CPU's value of the entry; preemption is off.
+            unsafe { *slot += 1 };
+            return;
+        }
+        if map.insert(key, 1u64, BPF_NOEXIST as u64).is_ok() {
+            return;
+        }
+        // Another CPU created the entry between our lookup and insert: retry once.
+        match map.get_ptr_mut(key) {
+            // SAFETY: as above.
+            Some(slot) => unsafe { *slot += 1 },
+            None => count_lost(when_full),
+        }
+    }
+
+    #[inline(always)]
+    fn hist_add(probe_id: u32, which: usize, value: u64) {
+        let base = (probe_id as usize * HISTS_PER_PROBE + which) * HIST_SLOTS;
+        let bump = |slot: usize, f: &dyn Fn(u64) -> u64| {
+            if let Some(p) = HISTS.get_ptr_mut((base + slot) as u32) {
+                // SAFETY: a per-CPU slot; preemption is off.
+                unsafe { *p = f(*p) };
+            }
+        };
+        bump(log2_bucket(value), &|n| n + 1);
+        bump(HIST_COUNT, &|n| n + 1);
+        bump(HIST_SUM, &|s| s.wrapping_add(value));
+        // Stored inverted so the zero a fresh slot starts with means "no minimum yet".
+        bump(HIST_MIN, &|m| if !value > m { !value } else { m });
+        bump(HIST_MAX, &|m| if value > m { value } else { m });
+    }
+
+    /// 0 for 0, else 1 + floor(log2(value)): bucket b holds [2^(b-1), 2^b).
+    #[inline(always)]
+    fn log2_bucket(value: u64) -> usize {
+        if value == 0 {
+            return 0;
+        }
+        let (mut v, mut bits) = (value, 1usize);
+        for shift in [32u32, 16, 8, 4, 2, 1] {
+            if v >> shift != 0 {
+                v >>= shift;
+                bits += shift as usize;
+            }
+        }
+        if bits > HIST_BUCKETS - 1 {
+            HIST_BUCKETS - 1
+        } else {
+            bits
+        }
+    }
+
+    #[inline(always)]
+    fn push_frame(tid: u32, args: &[u64; MAX_ARGS], wanted: bool, stack_id: i32) {
+        let stack = match CALLS.get_ptr_mut(tid) {
+            Some(stack) => stack,
+            None => {
+                let Some(empty) = EMPTY_CALL_STACK.get_ptr(0) else {
+                    return;
+                };
+                // SAFETY: a per-CPU value that is never written, so it stays zeroed.
+                if CALLS.insert(tid, unsafe { &*empty }, 0).is_err() {
+                    return;
+                }
+                let Some(stack) = CALLS.get_ptr_mut(tid) else {
+                    return;
+                };
+                stack
+            }
+        };
+        // SAFETY: this thread's own entry; see `hello_uretprobe`.
+        let stack = unsafe { &mut *stack };
+        let depth = stack.depth as usize;
+        stack.depth += 1;
+        if let Some(frame) = stack.frames.get_mut(depth) {
+            frame.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+            frame.args = *args;
+            frame.wanted = wanted as u32;
+            frame.stack_id = stack_id;
+        }
+        // Deeper than MAX_DEPTH (frames has MAX_DEPTH slots): depth still counts, so
+        // returns keep popping the right frames.
+    }
+
+    /// One call as it will be recorded.
+    struct Call {
+        kind: u32,
+        tgid: u32,
+        tid: u32,
+        probe_id: u32,
+        args: [u64; MAX_ARGS],
+        ret: u64,
+        latency_ns: u64,
+        /// Entry time when known (paired calls); 0 takes the time now.
+        start_ns: u64,
+        stack_id: i32,
+        flags: u32,
+    }
+
+    impl Call {
+        #[inline(always)]
+        fn new(args: [u64; MAX_ARGS]) -> Self {
+            Call {
+                kind: KIND_ENTRY,
+                tgid: 0,
+                tid: 0,
+                probe_id: 0,
+                args,
+                ret: 0,
+                latency_ns: 0,
+                start_ns: 0,
+                stack_id: -1,
+                flags: 0,
+            }
+        }
+    }
+
+    /// Reserves, fills and submits one record (with string arguments when configured).
+    #[inline(always)]
+    fn emit(call: &Call) {
+        let args = &call.args;
+        let timestamp_ns = if call.start_ns != 0 {
+            call.start_ns
+        } else {
+            unsafe { bpf_ktime_get_ns() }
+        };
+        let fill = |event: &mut CallEvent, extra_flags: u32| {
+            event.timestamp_ns = timestamp_ns;
+            event.args = *args;
+            event.ret = call.ret;
+            event.latency_ns = call.latency_ns;
+            event.tgid = call.tgid;
+            event.tid = call.tid;
+            event.probe_id = call.probe_id;
+            event.kind = call.kind;
+            event.flags = call.flags | extra_flags;
+            event.stack_id = call.stack_id;
+            event.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        };
+        let cfg = config();
+        if cfg.str_arg_count == 0 {
+            let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
+                count_lost(lost::RINGBUF_FULL);
+                return;
+            };
+            // SAFETY: `reserve` handed out exclusive memory of the right size and
+            // alignment; `fill` writes every field before submit.
+            fill(unsafe { &mut *entry.as_mut_ptr() }, 0);
+            entry.submit(0);
+            return;
+        }
+        let Some(mut entry) = EVENTS.reserve::<CallEventWithStrings>(0) else {
+            count_lost(lost::RINGBUF_FULL);
             return;
         };
-        // SAFETY: `reserve` handed out exclusive, suitably sized and aligned memory; every
-        // field is written below before submit, so no stale bytes reach userspace.
-        let event = unsafe { &mut *entry.as_mut_ptr() };
-        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-        event.tgid = tgid;
-        event.tid = pid_tgid as u32;
-        // SAFETY: the helper only reads the program context it is given.
-        event.probe_id = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-        event.kind = kind;
-        event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        fill(event);
+        // SAFETY: as above; every string buffer is written (or emptied) below.
+        let record = unsafe { &mut *entry.as_mut_ptr() };
+        let mut truncated = 0;
+        for i in 0..MAX_STR_ARGS {
+            let buf = &mut record.strings[i];
+            buf[0] = 0;
+            if i as u32 >= cfg.str_arg_count {
+                continue;
+            }
+            let Some(&ptr) = args.get(cfg.str_args[i] as usize) else {
+                continue;
+            };
+            // SAFETY: reads user memory through the fault-tolerant helper, into a buffer
+            // of exactly STR_CAP bytes.
+            let len = unsafe {
+                bpf_probe_read_user_str(buf.as_mut_ptr().cast(), STR_CAP as u32, ptr as *const _)
+            };
+            if len < 0 {
+                buf[0] = 0;
+            } else if len as usize == STR_CAP {
+                // The helper stopped at the cap; the string went on if its next byte does.
+                let next = unsafe { bpf_probe_read_user((ptr + STR_CAP as u64 - 1) as *const u8) };
+                if next.unwrap_or(0) != 0 {
+                    truncated |= EVENT_STR_TRUNCATED << i;
+                }
+            }
+        }
+        fill(&mut record.event, truncated);
         entry.submit(0);
     }
 
     #[inline(always)]
-    fn count_lost() {
-        if let Some(lost) = LOST.get_ptr_mut(0) {
-            // SAFETY: a per-CPU slot, only touched by this CPU with preemption disabled.
-            unsafe { *lost += 1 };
+    fn count_lost(slot: u32) {
+        if let Some(n) = LOST.get_ptr_mut(slot) {
+            // SAFETY: a per-CPU slot; preemption is off.
+            unsafe { *n += 1 };
         }
     }
 
@@ -105,7 +543,7 @@ mod programs {
         loop {}
     }
 
-    /// GPL-compatible, because `bpf_probe_read_user` and friends are GPL-only helpers.
+    /// GPL-compatible: `bpf_probe_read_user*` and `bpf_get_stackid` are GPL-only helpers.
     #[unsafe(link_section = "license")]
     #[unsafe(no_mangle)]
     static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,6 +1,6 @@
 //! Command-line flags and help text, nothing else: `uprobe::plan` validates them.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,13 +24,24 @@ const UPROBE_EXAMPLES: &str = "\
 Examples:
   ebpf-tool uprobe /lib/x86_64-linux-gnu/libc.so.6 malloc -d 5
       every malloc in every process for 5 seconds; arg0 is the requested size
-  ebpf-tool uprobe libc getenv
-      a library by name (from /etc/ld.so.cache), until Ctrl+C
-  ebpf-tool uprobe bash readline -p 1234
-      a program on $PATH, only in process 1234
+  ebpf-tool uprobe libc getenv -a 0:str
+      a library by name (from /etc/ld.so.cache); show the variable's name
+  ebpf-tool uprobe bash readline -p 1234 --ret -a 0:str
+      a program on $PATH, only process 1234, with the return value
+  ebpf-tool uprobe libc read --latency -a 0 -a 2 --filter 'arg2 >= 4096'
+      time each read of at least 4 KiB; a latency histogram at the end
+  ebpf-tool uprobe libc malloc --count --by comm --interval 1
+      count calls in the kernel per process name, a table every second
+  ebpf-tool uprobe libc malloc --hist 0 -d 10
+      a log2 histogram of malloc sizes, computed in the kernel
+  ebpf-tool uprobe ./app handle_request --stacks --flamegraph app.svg
+      the user stacks that lead to a function, as counts and a flame graph
+  ebpf-tool uprobe libc open --json -a 0:str | jq .
+      one JSON object per line
 
 Each call prints one line:
-  uprobe triggered! pid=<pid> tid=<tid> comm=<name> arg0=<first argument> func=<function>";
+  uprobe triggered! pid=<pid> tid=<tid> comm=<name> arg0=<first argument> func=<function>
+with --ret/--latency, at return: ... ret=<value> latency_ns=<ns> func=<function>";
 
 #[derive(Debug, Args)]
 pub struct UprobeArgs {
@@ -50,4 +61,74 @@ pub struct UprobeArgs {
     /// Trace only the process with this pid
     #[arg(short, long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
+
+    /// Trace only the thread with this id
+    #[arg(long, value_name = "TID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tid: Option<u32>,
+
+    /// Trace only tasks with this name (comm, at most 15 bytes)
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+
+    /// Trace only tasks running as this uid
+    #[arg(long, value_name = "UID", value_parser = clap::value_parser!(u32).range(..u32::MAX as i64))]
+    pub uid: Option<u32>,
+
+    /// Only calls whose argument passes, e.g. 'arg0 > 4096', 'arg1 == 0', 'arg2:i64 < 0'
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+
+    /// Arguments to show: N[:TYPE] with TYPE one of u64 (default), i64, u32, i32, u16, i16,
+    /// u8, i8, hex, str; repeat or separate with commas (-a 0:str,1:hex)
+    #[arg(short, long = "args", value_name = "SPEC", value_delimiter = ',')]
+    pub args: Vec<String>,
+
+    /// Also probe the return: each call is reported when it returns, with ret=
+    #[arg(long)]
+    pub ret: bool,
+
+    /// Time each call (entry to return, per thread); print latency_ns= per call and a
+    /// histogram at the end
+    #[arg(long)]
+    pub latency: bool,
+
+    /// Count calls in the kernel instead of printing each one
+    #[arg(long)]
+    pub count: bool,
+
+    /// What --count groups by, besides the function
+    #[arg(long, value_enum, value_name = "KEY", default_value_t = CountBy::Func, requires = "count")]
+    pub by: CountBy,
+
+    /// With --count, --hist or --latency: print the tables every SECS seconds too
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
+
+    /// A log2 histogram of argument N's value, computed in the kernel (no per-call output)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..6))]
+    pub hist: Option<u32>,
+
+    /// Capture the user stack of each call and print the most frequent stacks at the end
+    #[arg(long)]
+    pub stacks: bool,
+
+    /// With --stacks: also write the stacks in collapsed ("folded") form to FILE
+    #[arg(long, value_name = "FILE", requires = "stacks")]
+    pub folded: Option<std::path::PathBuf>,
+
+    /// With --stacks: also write a flame graph (SVG) to FILE
+    #[arg(long, value_name = "FILE", requires = "stacks")]
+    pub flamegraph: Option<std::path::PathBuf>,
+
+    /// Print one JSON object per line (events, tables, summary) instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CountBy {
+    Func,
+    Pid,
+    Tid,
+    Comm,
 }

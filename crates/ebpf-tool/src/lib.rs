@@ -9,6 +9,7 @@ pub mod events;
 pub mod loader;
 pub mod output;
 pub mod privilege;
+pub mod symbolize;
 pub mod symbols;
 pub mod target;
 pub mod uprobe;

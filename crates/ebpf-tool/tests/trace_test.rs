@@ -212,7 +212,7 @@ fn pid_filter_reports_only_that_process() {
     let fixture = target_fixture();
     let spawn_waiting = || {
         Command::new(&fixture)
-            .args(["7", "wait"])
+            .args(["calls", "7", "wait"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -229,7 +229,9 @@ fn pid_filter_reports_only_that_process() {
         &pid,
     ]);
     for child in [&mut traced, &mut other] {
-        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"go\ngo\n").unwrap();
+        drop(stdin);
         assert!(child.wait().unwrap().success());
     }
     std::thread::sleep(Duration::from_millis(300));

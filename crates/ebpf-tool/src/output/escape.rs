@@ -1,14 +1,15 @@
 //! Bytes other processes control (a `comm`, a string argument) never reach the terminal
 //! raw: anything outside printable ASCII, plus the backslash itself, becomes `\xNN`.
-//! Spaces are escaped too so every `key=value` field stays one token.
+//! Spaces and double quotes are escaped too, so every `key=value` field stays one token
+//! and a quoted string cannot end early.
 
 use std::io::{self, Write};
 
-/// Writes `bytes` with every byte outside `!`..=`~` (and `\`) as `\xNN`.
+/// Writes `bytes` with every byte outside `!`..=`~`, and `\` and `"`, as `\xNN`.
 pub fn write_escaped(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        if b.is_ascii_graphic() && b != b'\\' {
+        if b.is_ascii_graphic() && b != b'\\' && b != b'"' {
             continue;
         }
         out.write_all(&bytes[start..i])?;

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     fs::File,
+    ops::Range,
     path::{Path, PathBuf},
 };
 
@@ -49,6 +50,8 @@ pub struct FunctionSymbol {
 #[derive(Debug)]
 pub struct Symbols {
     path: PathBuf,
+    /// Link-time address ranges of the executable segments.
+    text: Vec<Range<u64>>,
     functions: Vec<FunctionSymbol>,
     /// Named symbols that are not functions, with what they are, for a precise error.
     non_functions: HashMap<String, &'static str>,
@@ -106,6 +109,10 @@ impl Symbols {
 
         let mut symbols = Symbols {
             path: path.to_owned(),
+            text: segments
+                .iter()
+                .map(|s| s.vaddr..s.vaddr + s.memsz)
+                .collect(),
             functions: Vec::new(),
             non_functions: HashMap::new(),
             searched: Vec::new(),
@@ -168,6 +175,11 @@ impl Symbols {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Link-time address ranges of the executable segments: where code of this file lies.
+    pub fn text_ranges(&self) -> &[Range<u64>] {
+        &self.text
     }
 
     /// Every function, sorted by name.

@@ -1,11 +1,23 @@
 //! Turns the parsed flags into a validated plan: the real file, the resolved functions
-//! with their offsets, the process filter. Everything here is checked before the kernel
-//! is touched, so a mistake costs no probe.
+//! with their offsets, the kernel `Config`, and what to print. Everything here is checked
+//! before the kernel is touched, so a mistake costs no probe.
 
-use std::{num::NonZeroU32, path::PathBuf, time::Duration};
+use std::{
+    fs::{File, OpenOptions},
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
+use ebpf_tool_common::{COMM_LEN, Config, MAX_STR_ARGS, by, flags};
+
+use super::filter::{ArgFilter, FilterError};
 use crate::{
-    cli::UprobeArgs,
+    cli::{CountBy, UprobeArgs},
+    output::{
+        EventFormat,
+        args::{ArgSpec, ArgSpecError, ArgType},
+    },
     symbols::{FunctionSymbol, SymbolError, Symbols},
     target::{self, TargetError},
 };
@@ -18,9 +30,33 @@ pub enum PlanError {
     Symbol(#[from] SymbolError),
     #[error("no process with pid {pid}")]
     NoSuchProcess { pid: u32 },
+    #[error(transparent)]
+    ArgSpec(#[from] ArgSpecError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("at most {MAX_STR_ARGS} arguments can be read as strings, got {got}")]
+    TooManyStrings { got: usize },
+    #[error("--comm '{comm}' is {len} bytes; process names (comm) are at most {} bytes", COMM_LEN - 1)]
+    CommTooLong { comm: String, len: usize },
+    #[error("--interval needs something to report: --count, --hist or --latency")]
+    IntervalWithoutTable,
+    #[error("{path} already exists; remove it or choose another name (it is never overwritten)")]
+    OutputExists { path: PathBuf },
+    #[error("cannot create {path}: {source}")]
+    OutputCreate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// What to attach where, and for how long.
+/// Where `--stacks` results go besides the terminal.
+#[derive(Debug, Default)]
+pub struct StackFiles {
+    pub folded: Option<(PathBuf, File)>,
+    pub flamegraph: Option<(PathBuf, File)>,
+}
+
+/// What to attach where, what the kernel does on each hit, and what to print.
 #[derive(Debug)]
 pub struct Plan {
     /// BINARY as the user wrote it, for messages.
@@ -31,18 +67,41 @@ pub struct Plan {
     pub binary: PathBuf,
     /// The functions to probe; an event's `probe_id` indexes this list.
     pub functions: Vec<FunctionSymbol>,
+    /// Link-time address ranges of the binary's code, for naming stack frames.
+    pub text_ranges: Vec<std::ops::Range<u64>>,
     /// `None` runs until Ctrl+C or SIGTERM.
     pub duration: Option<Duration>,
     pub pid: Option<NonZeroU32>,
+    /// The kernel programs' settings.
+    pub config: Config,
+    /// Also attach the return probe (`--ret`, `--latency`).
+    pub attach_return: bool,
+    /// One line per call (no aggregate mode asked for).
+    pub per_event: bool,
+    pub format: EventFormat,
+    pub json: bool,
+    /// `--count`, grouped by this.
+    pub count_by: Option<CountBy>,
+    /// `--hist N`.
+    pub hist_arg: Option<usize>,
+    pub latency: bool,
+    /// `--stacks`, with its output files.
+    pub stacks: Option<StackFiles>,
+    pub interval: Option<Duration>,
 }
 
 impl Plan {
     pub fn from_args(args: &UprobeArgs) -> Result<Self, PlanError> {
         let pid = args.pid.and_then(NonZeroU32::new);
-        if let Some(pid) = pid {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(PlanError::NoSuchProcess { pid: pid.get() });
-            }
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            return Err(PlanError::NoSuchProcess { pid: pid.get() });
+        }
+        let format = event_format(args)?;
+        let config = kernel_config(args, &format, pid)?;
+        if args.interval.is_some() && !(args.count || args.hist.is_some() || args.latency) {
+            return Err(PlanError::IntervalWithoutTable);
         }
         let binary = target::resolve(&args.binary)?;
         let symbols = Symbols::read(&binary)?;
@@ -51,13 +110,140 @@ impl Plan {
             .into_iter()
             .cloned()
             .collect();
+        let stacks = if args.stacks {
+            Some(StackFiles {
+                folded: args.folded.as_deref().map(create_new).transpose()?,
+                flamegraph: args.flamegraph.as_deref().map(create_new).transpose()?,
+            })
+        } else {
+            None
+        };
         Ok(Plan {
             binary_arg: args.binary.clone(),
             function_arg: args.function.clone(),
             binary,
             functions,
+            text_ranges: symbols.text_ranges().to_vec(),
             duration: (args.duration > 0).then(|| Duration::from_secs(args.duration)),
             pid,
+            attach_return: config.flags & flags::PAIR_RETURNS != 0,
+            per_event: config.flags & flags::EMIT_EVENTS != 0,
+            config,
+            format,
+            json: args.json,
+            count_by: args.count.then_some(args.by),
+            hist_arg: args.hist.map(|n| n as usize),
+            latency: args.latency,
+            stacks,
+            interval: args.interval.map(Duration::from_secs),
         })
+    }
+}
+
+fn event_format(args: &UprobeArgs) -> Result<EventFormat, PlanError> {
+    let specs = if args.args.is_empty() {
+        vec![ArgSpec {
+            index: 0,
+            ty: ArgType::U64,
+        }]
+    } else {
+        args.args
+            .iter()
+            .map(|spec| spec.parse::<ArgSpec>())
+            .collect::<Result<_, _>>()?
+    };
+    let format = EventFormat {
+        args: specs,
+        ret: args.ret,
+        latency: args.latency,
+    };
+    let strings = format.string_args().len();
+    if strings > MAX_STR_ARGS {
+        return Err(PlanError::TooManyStrings { got: strings });
+    }
+    Ok(format)
+}
+
+fn kernel_config(
+    args: &UprobeArgs,
+    format: &EventFormat,
+    pid: Option<NonZeroU32>,
+) -> Result<Config, PlanError> {
+    let mut config = Config {
+        tool_tgid: std::process::id(),
+        target_tgid: pid.map_or(0, NonZeroU32::get),
+        target_tid: args.tid.unwrap_or(0),
+        target_uid: args.uid.unwrap_or(u32::MAX),
+        flags: 0,
+        ..Config::DEFAULT
+    };
+    let aggregate_only = args.count || args.hist.is_some() || args.stacks;
+    if !aggregate_only {
+        config.flags |= flags::EMIT_EVENTS;
+    }
+    if args.ret || args.latency {
+        config.flags |= flags::PAIR_RETURNS;
+    }
+    if args.latency {
+        config.flags |= flags::HIST_LATENCY;
+    }
+    if args.count {
+        config.flags |= flags::COUNT;
+        config.count_by = match args.by {
+            CountBy::Func => by::FUNC,
+            CountBy::Pid => by::PID,
+            CountBy::Tid => by::TID,
+            CountBy::Comm => by::COMM,
+        };
+    }
+    if let Some(index) = args.hist {
+        config.flags |= flags::HIST_ARG;
+        config.hist_arg_index = index;
+    }
+    if args.stacks {
+        config.flags |= flags::STACKS;
+    }
+    if let Some(comm) = &args.comm {
+        if comm.len() >= COMM_LEN {
+            return Err(PlanError::CommTooLong {
+                comm: comm.clone(),
+                len: comm.len(),
+            });
+        }
+        config.flags |= flags::FILTER_COMM;
+        config.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+    }
+    if let Some(expr) = &args.filter {
+        let filter: ArgFilter = expr.parse()?;
+        config.flags |= flags::FILTER_ARG;
+        if filter.signed {
+            config.flags |= flags::FILTER_ARG_SIGNED;
+        }
+        config.arg_filter_index = filter.index as u32;
+        config.arg_filter_op = filter.op;
+        config.arg_filter_value = filter.value;
+    }
+    if config.flags & flags::EMIT_EVENTS != 0 {
+        let strings = format.string_args();
+        config.str_arg_count = strings.len() as u32;
+        for (slot, index) in strings.into_iter().enumerate() {
+            config.str_args[slot] = index as u32;
+        }
+    }
+    Ok(config)
+}
+
+/// Creates an output file that did not exist: never follows a planted symlink (O_EXCL
+/// fails on any existing name) and never clobbers.
+fn create_new(path: &Path) -> Result<(PathBuf, File), PlanError> {
+    match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(file) => Ok((path.to_owned(), file)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(PlanError::OutputExists {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(PlanError::OutputCreate {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }

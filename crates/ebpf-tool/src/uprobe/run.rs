@@ -1,9 +1,10 @@
-//! The run loop: attach, drain the ring buffer to stdout, stop on the first of duration,
-//! Ctrl+C, SIGTERM or a closed stdout, then detach and account for every event.
+//! The run loop: attach, drain the ring buffer, print tables on an interval, stop on the
+//! first of duration, Ctrl+C, SIGTERM or a closed stdout, then detach and account for
+//! every event.
 
 use std::{
     io::{self, BufWriter, ErrorKind, StdoutLock, Write},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -12,18 +13,21 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use super::Plan;
+use super::{Plan, report};
 use crate::{
     events,
-    loader::{AttachPoint, Channels, KernelSettings, Loader, ProbeKind},
-    output::text,
+    loader::{AttachPoint, Loader, ProbeKind},
+    output::{json, text},
     privilege,
+    symbolize::StackSymbolizer,
 };
 
-/// How often buffered output is checked for a reader that went away, and the ring buffer
-/// drained even if a wake-up was missed.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(200);
-const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
+/// How often output is checked for a reader that went away, losses for news, new stacks
+/// symbolized, and the ring buffer drained even if a wake-up was missed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+/// At most one "events lost" warning per this long while running.
+const LOSS_WARNING_INTERVAL: Duration = Duration::from_secs(1);
+const STDOUT_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Why the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,42 +39,51 @@ enum Stop {
     StdoutClosed,
 }
 
-/// What happened to the events, for the closing summary.
-#[derive(Debug, Default)]
-struct Tally {
-    seen: u64,
-    printed: u64,
-    malformed: u64,
-}
-
 /// Runs `ebpf-tool uprobe` to completion. Exit status 0 for every clean stop.
 pub fn run(plan: Plan) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()?;
-    runtime.block_on(run_async(plan))
+    match runtime.block_on(run_async(plan)) {
+        Err(err) if is_broken_pipe(&err) => Ok(()),
+        other => other,
+    }
 }
 
-async fn run_async(plan: Plan) -> anyhow::Result<()> {
+/// stdout, buffered; status lines go to stdout in text mode and to stderr in JSON mode so
+/// stdout stays one JSON object per line.
+struct Output {
+    out: BufWriter<StdoutLock<'static>>,
+    json: bool,
+}
+
+impl Output {
+    fn status(&mut self, line: &str) -> io::Result<()> {
+        if self.json {
+            eprintln!("{line}");
+            Ok(())
+        } else {
+            writeln!(self.out, "{line}")
+        }
+    }
+}
+
+async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     privilege::check()?;
     // Installed before attaching so a signal during start-up also detaches cleanly.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let mut out = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
+    let mut out = Output {
+        out: BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock()),
+        json: plan.json,
+    };
 
-    let announced = announce(&mut out, &plan);
-    if is_closed(&announced) {
-        return Ok(());
-    }
-    announced?;
+    announce(&mut out, &plan)?;
+    out.out.flush()?;
 
     privilege::raise_memlock_limit();
-    let settings = KernelSettings {
-        tool_tgid: std::process::id(),
-        target_tgid: plan.pid,
-    };
-    let (mut loader, channels) = Loader::load(settings)?;
+    let (mut loader, channels) = Loader::load(&plan.config, plan.functions.len())?;
     let points: Vec<AttachPoint> = plan
         .functions
         .iter()
@@ -82,60 +95,80 @@ async fn run_async(plan: Plan) -> anyhow::Result<()> {
         })
         .collect();
     loader.attach(ProbeKind::Entry, &points)?;
-
-    let ready = writeln!(
-        out,
-        "Uprobe attached successfully. Waiting for events...\n\
-         (Functions called will trigger the probe)\n"
-    )
-    .and_then(|()| {
-        if plan.duration.is_none() {
-            writeln!(out, "Press Ctrl+C to stop...")?;
-        }
-        out.flush()
-    });
-    if is_closed(&ready) {
-        return Ok(());
+    if plan.attach_return {
+        loader.attach(ProbeKind::Return, &points)?;
     }
-    ready?;
 
-    let Channels { events, lost } = channels;
+    out.status("Uprobe attached successfully. Waiting for events...")?;
+    out.status("(Functions called will trigger the probe)\n")?;
+    if plan.duration.is_none() {
+        out.status("Press Ctrl+C to stop...")?;
+    }
+    out.out.flush()?;
+
+    let events = channels.events;
+    let aggregates = channels.aggregates;
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
     // that owns the ring buffer exists.
     let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
         .map_err(io::Error::from)?;
-    let mut tally = Tally::default();
-    let deadline = async {
-        match plan.duration {
+    let mut summary = json::Summary::default();
+    let mut symbolizer = plan.stacks.is_some().then(|| {
+        let entries = plan.functions.iter().map(|f| f.address).collect();
+        StackSymbolizer::new(plan.binary.clone(), entries, plan.text_ranges.clone())
+    });
+    let names: Vec<String> = plan.functions.iter().map(|f| f.name.clone()).collect();
+    let duration = plan.duration;
+    let deadline = async move {
+        match duration {
             Some(duration) => tokio::time::sleep(duration).await,
             None => std::future::pending().await,
         }
     };
     tokio::pin!(deadline);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let mut interval = tokio::time::interval(plan.interval.unwrap_or(Duration::MAX / 4));
+    interval.tick().await; // the first tick is immediate; tables start one interval in
+    let mut lost_reported = 0;
+    let mut last_loss_warning: Option<Instant> = None;
 
     let stop = loop {
-        let drained = tokio::select! {
+        tokio::select! {
             _ = interrupt.recv() => break Stop::Interrupt,
             _ = terminate.recv() => break Stop::Terminate,
             () = &mut deadline => break Stop::Duration,
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let drained = drain(guard.get_inner_mut(), &mut out, &plan, &mut tally);
+                drain(guard.get_inner_mut(), &mut out, &plan, &mut summary)?;
                 guard.clear_ready();
-                drained
             }
             _ = housekeeping.tick() => {
                 if stdout_reader_gone() {
                     break Stop::StdoutClosed;
                 }
-                drain(ring.get_mut(), &mut out, &plan, &mut tally)
+                drain(ring.get_mut(), &mut out, &plan, &mut summary)?;
+                if let Some(symbolizer) = symbolizer.as_mut() {
+                    symbolizer.update(&aggregates)?;
+                }
+                let lost = aggregates.losses()?.ringbuf_full;
+                let quiet = last_loss_warning.is_some_and(|t| t.elapsed() < LOSS_WARNING_INTERVAL);
+                if lost > lost_reported && !quiet {
+                    out.out.flush()?;
+                    eprintln!("ebpf-tool: warning: {} events lost so far (ring buffer full; the reader fell behind)", lost);
+                    lost_reported = lost;
+                    last_loss_warning = Some(Instant::now());
+                }
             }
-        };
-        match drained.and_then(|()| out.flush()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => break Stop::StdoutClosed,
-            Err(e) => return Err(e.into()),
+            _ = interval.tick() => {
+                out.status(&format!("\n--- {} (cumulative) ---", clock_time()))?;
+                report::write_tables(&mut out.out, &plan, &aggregates)?;
+            }
+        }
+        if let Err(e) = out.out.flush() {
+            if e.kind() == ErrorKind::BrokenPipe {
+                break Stop::StdoutClosed;
+            }
+            return Err(e.into());
         }
     };
 
@@ -145,97 +178,105 @@ async fn run_async(plan: Plan) -> anyhow::Result<()> {
     if stop == Stop::StdoutClosed {
         return Ok(());
     }
-    let finished = drain(ring.get_mut(), &mut out, &plan, &mut tally).and_then(|()| {
-        let why = match stop {
-            Stop::Duration => "Duration complete.",
-            Stop::Interrupt => "Received Ctrl+C, stopping...",
-            Stop::Terminate => "Received SIGTERM, stopping...",
-            Stop::StdoutClosed => unreachable!("handled above"),
-        };
-        writeln!(out, "\n{why}\nUprobe detached.")?;
-        out.flush()
-    });
-    if is_closed(&finished) {
-        return Ok(());
+    drain(ring.get_mut(), &mut out, &plan, &mut summary)?;
+    let why = match stop {
+        Stop::Duration => "Duration complete.",
+        Stop::Interrupt => "Received Ctrl+C, stopping...",
+        Stop::Terminate => "Received SIGTERM, stopping...",
+        Stop::StdoutClosed => unreachable!("returned above"),
+    };
+    out.status(&format!("\n{why}\nUprobe detached."))?;
+    report::write_tables(&mut out.out, &plan, &aggregates)?;
+    if let Some(mut symbolizer) = symbolizer {
+        symbolizer.update(&aggregates)?;
+        let rows = symbolizer.rows(&aggregates, &names)?;
+        report::write_stacks(&mut out.out, &mut plan, rows)?;
     }
-    finished?;
-    let lost = lost.lost()?;
-    eprintln!(
-        "ebpf-tool: {} events seen, {} printed, {lost} lost{}",
-        tally.seen,
-        tally.printed,
-        if tally.malformed > 0 {
-            format!(", {} malformed", tally.malformed)
-        } else {
-            String::new()
-        }
-    );
-    if lost > 0 {
-        eprintln!(
-            "ebpf-tool: warning: {lost} calls were not reported because the ring buffer was full"
-        );
-    }
+    let losses = aggregates.losses()?;
+    summary.lost = losses.ringbuf_full;
+    summary.uncounted = losses.counts_full + losses.stacks_failed + losses.unpaired;
+    out.out.flush()?;
+    report::write_summary(&mut out.out, &plan, &summary, &losses)?;
+    out.out.flush()?;
     Ok(())
 }
 
 /// The opening lines, as the spec gives them, plus where the function really is.
-fn announce(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
-    writeln!(
-        out,
+fn announce(out: &mut Output, plan: &Plan) -> io::Result<()> {
+    out.status(&format!(
         "Attaching uprobe to {}:{}",
         plan.binary_arg, plan.function_arg
-    )?;
+    ))?;
     for function in &plan.functions {
-        writeln!(
-            out,
+        out.status(&format!(
             "Resolved {} in {} at file offset {:#x}",
             function.name,
             plan.binary.display(),
             function.file_offset
-        )?;
+        ))?;
     }
     if let Some(pid) = plan.pid {
-        writeln!(out, "Only process {pid}")?;
+        out.status(&format!("Only process {pid}"))?;
     }
-    writeln!(
-        out,
+    out.status(&format!(
         "Duration: {} seconds (0 = until Ctrl+C)",
         plan.duration.map_or(0, |d| d.as_secs())
-    )?;
-    out.flush()
+    ))
 }
 
 /// Prints every record waiting in the ring buffer.
 fn drain(
     ring: &mut RingBuf<MapData>,
-    out: &mut BufWriter<StdoutLock<'static>>,
+    out: &mut Output,
     plan: &Plan,
-    tally: &mut Tally,
-) -> io::Result<()> {
+    summary: &mut json::Summary,
+) -> anyhow::Result<()> {
+    let mut malformed = 0u64;
     while let Some(record) = ring.next() {
-        tally.seen += 1;
-        let event = match events::decode(&record) {
-            Ok(event) => event,
+        summary.seen += 1;
+        let record = match events::decode(&record) {
+            Ok(record) => record,
             Err(err) => {
-                if tally.malformed == 0 {
+                if malformed == 0 {
                     eprintln!("ebpf-tool: skipping bad record: {err}");
                 }
-                tally.malformed += 1;
+                malformed += 1;
                 continue;
             }
         };
         let function = plan
             .functions
-            .get(event.probe_id as usize)
+            .get(record.event.probe_id as usize)
             .map_or("?", |f| f.name.as_str());
-        text::write_event(out, &event, function)?;
-        tally.printed += 1;
+        if plan.json {
+            json::write_event(&mut out.out, &record, function, &plan.format)?;
+        } else {
+            text::write_event(&mut out.out, &record, function, &plan.format)?;
+        }
+        summary.printed += 1;
     }
     Ok(())
 }
 
-fn is_closed<T>(result: &io::Result<T>) -> bool {
-    matches!(result, Err(e) if e.kind() == ErrorKind::BrokenPipe)
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe)
+    })
+}
+
+/// Wall-clock time of day (UTC) for interval headers.
+fn clock_time() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// True when stdout is a pipe or socket whose reader has gone: poll reports POLLERR on

@@ -206,10 +206,16 @@ pub fn parse_events(lines: &[String]) -> Vec<EventLine> {
         .collect()
 }
 
-/// Runs the target fixture to completion with `n` iterations; returns its pid and stdout.
+/// Runs the target fixture's "calls" mode to completion with `n` iterations; returns its
+/// pid and stdout.
 pub fn run_target(fixture: &Path, n: u32) -> (u32, String) {
+    run_fixture(fixture, "calls", n)
+}
+
+/// Runs the target fixture in `mode` with `n` to completion; returns its pid and stdout.
+pub fn run_fixture(fixture: &Path, mode: &str, n: u32) -> (u32, String) {
     let child = Command::new(fixture)
-        .arg(n.to_string())
+        .args([mode, &n.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("run fixture");

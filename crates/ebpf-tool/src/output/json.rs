@@ -1,0 +1,289 @@
+//! NDJSON: one object per line, every line with a "type" ("call", "count", "hist",
+//! "stack", "summary"). Field names are stable and documented in the README. Strings from
+//! other processes are decoded lossily, so the output is always valid JSON.
+
+use std::io::{self, Write};
+
+use ebpf_tool_common::{EVENT_NO_ENTRY, KIND_CALL};
+use serde::Serialize;
+
+use super::{
+    ArgValue, EventFormat, arg_values, hist::Histogram, stacks::StackRow, table::CountRow,
+};
+use crate::events::{Record, comm_bytes};
+
+/// `{"type":"call","timestamp_ns":..,"pid":..,"tid":..,"comm":"..","func":"..","args":{..}[,"ret":..][,"latency_ns":..]}`
+pub fn write_event(
+    out: &mut impl Write,
+    record: &Record<'_>,
+    function: &str,
+    format: &EventFormat,
+) -> io::Result<()> {
+    let event = &record.event;
+    write!(
+        out,
+        "{{\"type\":\"call\",\"timestamp_ns\":{},\"pid\":{},\"tid\":{},\"comm\":",
+        event.timestamp_ns, event.tgid, event.tid
+    )?;
+    write_json_string(out, comm_bytes(&event.comm))?;
+    out.write_all(b",\"func\":")?;
+    write_json_string(out, function.as_bytes())?;
+    let entry_seen = event.flags & EVENT_NO_ENTRY == 0;
+    if entry_seen {
+        out.write_all(b",\"args\":{")?;
+        let mut truncated = Vec::new();
+        for (n, (index, value)) in arg_values(format, record).enumerate() {
+            if n > 0 {
+                out.write_all(b",")?;
+            }
+            write!(out, "\"arg{index}\":")?;
+            match value {
+                ArgValue::Integer(v) => write!(out, "{v}")?,
+                ArgValue::Hex(v) => write!(out, "\"{v:#x}\"")?,
+                ArgValue::Str {
+                    bytes,
+                    truncated: cut,
+                } => {
+                    write_json_string(out, bytes)?;
+                    if cut {
+                        truncated.push(format!("arg{index}"));
+                    }
+                }
+            }
+        }
+        out.write_all(b"}")?;
+        if !truncated.is_empty() {
+            out.write_all(b",\"truncated\":")?;
+            serde_json::to_writer(&mut *out, &truncated)?;
+        }
+    } else {
+        out.write_all(b",\"entry_seen\":false")?;
+    }
+    if format.ret && event.kind == KIND_CALL {
+        write!(out, ",\"ret\":{}", event.ret as i64)?;
+    }
+    if format.latency && event.kind == KIND_CALL && entry_seen {
+        write!(out, ",\"latency_ns\":{}", event.latency_ns)?;
+    }
+    out.write_all(b"}\n")
+}
+
+/// `{"type":"count","func":"..","<by>":..,"count":N}` per row; `by` is "pid", "tid" or
+/// "comm" (numbers for pid and tid), absent when counting by function.
+pub fn write_counts(out: &mut impl Write, by: Option<&str>, rows: &[CountRow]) -> io::Result<()> {
+    for row in rows {
+        let mut object = serde_json::Map::new();
+        object.insert("type".into(), "count".into());
+        object.insert("func".into(), row.func.clone().into());
+        if let (Some(key), Some(group)) = (by, &row.group) {
+            let value = match group.parse::<u64>() {
+                Ok(n) if key != "comm" => n.into(),
+                _ => group.clone().into(),
+            };
+            object.insert(key.into(), value);
+        }
+        object.insert("count".into(), row.count.into());
+        serde_json::to_writer(&mut *out, &object)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct HistLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    func: &'a str,
+    /// "latency_ns" or "argN".
+    of: &'a str,
+    p50: u64,
+    p99: u64,
+    avg: u64,
+    #[serde(flatten)]
+    hist: &'a Histogram,
+}
+
+/// `{"type":"hist","func":"..","of":"latency_ns","count":..,"sum":..,"min":..,"max":..,"avg":..,"p50":..,"p99":..,"buckets":[..]}`
+pub fn write_hist(out: &mut impl Write, func: &str, of: &str, hist: &Histogram) -> io::Result<()> {
+    let line = HistLine {
+        kind: "hist",
+        func,
+        of,
+        p50: hist.percentile(50.0),
+        p99: hist.percentile(99.0),
+        avg: hist.average(),
+        hist,
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.write_all(b"\n")
+}
+
+/// `{"type":"stack","func":"..","comm":"..","count":N,"frames":["innermost",..]}`
+pub fn write_stacks(out: &mut impl Write, rows: &[StackRow]) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct StackLine<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        row: &'a StackRow,
+    }
+    for row in rows {
+        serde_json::to_writer(&mut *out, &StackLine { kind: "stack", row })?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// The closing line: how many calls were seen, printed and lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Records read from the ring buffer.
+    pub seen: u64,
+    /// Records printed.
+    pub printed: u64,
+    /// Records the kernel had no ring-buffer room for.
+    pub lost: u64,
+    /// Calls that could not be counted or timed (tables full, return without its entry).
+    pub uncounted: u64,
+}
+
+/// `{"type":"summary","seen":..,"printed":..,"lost":..,"uncounted":..}`
+pub fn write_summary(out: &mut impl Write, summary: &Summary) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct SummaryLine<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        summary: &'a Summary,
+    }
+    serde_json::to_writer(
+        &mut *out,
+        &SummaryLine {
+            kind: "summary",
+            summary,
+        },
+    )?;
+    out.write_all(b"\n")
+}
+
+/// Bytes as a JSON string: UTF-8 where valid, U+FFFD where not; serde escapes controls.
+fn write_json_string(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &String::from_utf8_lossy(bytes))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ebpf_tool_common::{CallEvent, EVENT_STR_TRUNCATED, MAX_STR_ARGS};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::output::args::{ArgSpec, ArgType};
+
+    fn parse(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).expect("valid JSON")
+    }
+
+    #[test]
+    fn call_event_carries_every_field() {
+        let mut event = CallEvent {
+            timestamp_ns: 5,
+            args: [7, 255, 0, 0, 0, 0],
+            ret: (-2i64) as u64,
+            latency_ns: 99,
+            tgid: 1,
+            tid: 2,
+            kind: KIND_CALL,
+            flags: EVENT_STR_TRUNCATED,
+            stack_id: -1,
+            ..Default::default()
+        };
+        event.comm[..3].copy_from_slice(b"a\x1b\xff");
+        let record = Record {
+            event,
+            strings: [b"he\"llo\n\xff", b""],
+        };
+        let format = EventFormat {
+            args: vec![
+                ArgSpec {
+                    index: 0,
+                    ty: ArgType::Str,
+                },
+                ArgSpec {
+                    index: 1,
+                    ty: ArgType::Hex,
+                },
+            ],
+            ret: true,
+            latency: true,
+        };
+        let mut out = Vec::new();
+        write_event(&mut out, &record, "f", &format).unwrap();
+        assert!(out.ends_with(b"}\n"));
+        let v = parse(&out);
+        assert_eq!(v["type"], "call");
+        assert_eq!(v["pid"], 1);
+        assert_eq!(v["tid"], 2);
+        assert_eq!(v["comm"], "a\u{1b}\u{fffd}");
+        assert_eq!(v["func"], "f");
+        assert_eq!(v["args"]["arg0"], "he\"llo\n\u{fffd}");
+        assert_eq!(v["args"]["arg1"], "0xff");
+        assert_eq!(v["truncated"][0], "arg0");
+        assert_eq!(v["ret"], -2);
+        assert_eq!(v["latency_ns"], 99);
+        let _ = MAX_STR_ARGS;
+    }
+
+    #[test]
+    fn counts_hist_stacks_summary_are_objects() {
+        let mut out = Vec::new();
+        let rows = [CountRow {
+            func: "malloc".into(),
+            group: Some("42".into()),
+            count: 3,
+        }];
+        write_counts(&mut out, Some("pid"), &rows).unwrap();
+        let hist = Histogram {
+            buckets: vec![0, 2],
+            count: 2,
+            sum: 2,
+            min: 1,
+            max: 1,
+        };
+        write_hist(&mut out, "malloc", "arg0", &hist).unwrap();
+        let stack = StackRow {
+            func: "f".into(),
+            comm: "c".into(),
+            count: 1,
+            frames: vec!["f".into()],
+        };
+        write_stacks(&mut out, &[stack]).unwrap();
+        write_summary(
+            &mut out,
+            &Summary {
+                seen: 1,
+                printed: 1,
+                lost: 0,
+                uncounted: 0,
+            },
+        )
+        .unwrap();
+        let lines: Vec<Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(parse)
+            .collect();
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"type":"count","func":"malloc","pid":42,"count":3})
+        );
+        assert_eq!(lines[1]["type"], "hist");
+        assert_eq!(lines[1]["of"], "arg0");
+        assert_eq!(lines[1]["p50"], 1);
+        assert_eq!(lines[2]["frames"][0], "f");
+        assert_eq!(
+            lines[3],
+            serde_json::json!({"type":"summary","seen":1,"printed":1,"lost":0,"uncounted":0})
+        );
+    }
+}
