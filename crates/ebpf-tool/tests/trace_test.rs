@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Tracer, libc_path, parse_events, privileged, run_target, target_fixture};
+use common::{Tracer, comm_of, libc_path, parse_events, privileged, run_target, target_fixture};
 
 const MALLOC_BASE: u64 = 123_000; // FIXTURE_MALLOC_BASE in fixtures/target.c
 
@@ -27,12 +27,6 @@ fn expected_sum(n: u64) -> String {
         .to_string()
 }
 
-/// The kernel's `comm` of a process: its file name, cut to 15 bytes.
-fn comm_of(path: &std::path::Path) -> String {
-    let name = path.file_name().unwrap().to_str().unwrap();
-    name[..name.len().min(15)].to_owned()
-}
-
 #[test]
 fn every_call_is_one_event_with_its_argument() {
     if !privileged("every_call_is_one_event_with_its_argument") {
@@ -48,10 +42,9 @@ fn every_call_is_one_event_with_its_argument() {
     ]);
     let (pid, sum) = run_target(&fixture, 250);
     assert_eq!(sum, expected_sum(250));
-    std::thread::sleep(Duration::from_millis(300));
-    tracer.signal(libc::SIGINT);
-    let (status, lines, stderr) = tracer.finish(Duration::from_secs(10));
-    assert!(status.success(), "exit {status:?}, stderr: {stderr}");
+    let finished = tracer.interrupt();
+    let stderr = finished.stderr.clone();
+    let lines = finished.ok();
 
     let events: Vec<_> = parse_events(&lines)
         .into_iter()
@@ -98,8 +91,7 @@ fn duration_ends_the_run_and_detaches() {
         "2",
     ]);
     let (pid, _) = run_target(&fixture, 5);
-    let (status, lines, _) = tracer.finish(Duration::from_secs(10));
-    assert!(status.success());
+    let lines = tracer.finish(Duration::from_secs(10)).ok();
     let events: Vec<_> = parse_events(&lines)
         .into_iter()
         .filter(|e| e.pid == pid)
@@ -137,8 +129,7 @@ fn sigterm_detaches_and_exits_zero() {
     let (pid, _) = run_target(&fixture, 3);
     std::thread::sleep(Duration::from_millis(300));
     tracer.signal(libc::SIGTERM);
-    let (status, lines, _) = tracer.finish(Duration::from_secs(10));
-    assert!(status.success(), "{status:?}");
+    let lines = tracer.finish(Duration::from_secs(10)).ok();
     assert_eq!(
         parse_events(&lines).iter().filter(|e| e.pid == pid).count(),
         3,
@@ -190,10 +181,7 @@ fn never_traces_itself_but_sees_the_fixtures_mallocs() {
     let tracer = Tracer::start(&["uprobe", libc_path(), "malloc", "-d", "0"]);
     let tool_pid = tracer.child.id();
     let (pid, _) = run_target(&fixture, 40);
-    std::thread::sleep(Duration::from_millis(300));
-    tracer.signal(libc::SIGINT);
-    let (status, lines, _) = tracer.finish(Duration::from_secs(10));
-    assert!(status.success());
+    let lines = tracer.interrupt().ok();
     let events = parse_events(&lines);
     assert_eq!(events.iter().filter(|e| e.pid == tool_pid).count(), 0);
     let sizes: Vec<u64> = events
@@ -234,10 +222,7 @@ fn pid_filter_reports_only_that_process() {
         drop(stdin);
         assert!(child.wait().unwrap().success());
     }
-    std::thread::sleep(Duration::from_millis(300));
-    tracer.signal(libc::SIGINT);
-    let (status, lines, _) = tracer.finish(Duration::from_secs(10));
-    assert!(status.success());
+    let lines = tracer.interrupt().ok();
     let events = parse_events(&lines);
     assert_eq!(events.len(), 7, "{lines:?}");
     assert!(events.iter().all(|e| e.pid == traced.id()));

@@ -5,8 +5,12 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ChildStdout, Command, Stdio},
-    sync::mpsc,
+    process::{Child, Command, Stdio},
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
     thread,
     time::Duration,
 };
@@ -38,9 +42,11 @@ pub fn tool() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ebpf-tool"))
 }
 
-/// Compiles `tests/fixtures/<name>.c` with `cc` into the test's scratch directory (once per
-/// set of flags) and returns the executable's path.
+/// Compiles `tests/fixtures/<name>.c` with `cc` into the test's scratch directory, once
+/// per process and set of flags, and returns the executable's path.
 pub fn build_c_fixture(name: &str, flags: &[&str]) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(format!("{name}.c"));
@@ -48,69 +54,106 @@ pub fn build_c_fixture(name: &str, flags: &[&str]) -> PathBuf {
         .iter()
         .flat_map(|f| f.chars().filter(|c| c.is_ascii_alphanumeric()))
         .collect();
-    let out =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{tag}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let out = dir.join(format!("{name}-{tag}-{}", std::process::id()));
     if !out.exists() {
+        // Build under another name and rename: nobody can exec a half-written file.
+        let partial = out.with_extension("partial");
         let status = Command::new("cc")
             .args(flags)
             .arg("-o")
-            .arg(&out)
+            .arg(&partial)
             .arg(&source)
             .status()
             .expect("run cc (scripts/setup.sh installs gcc)");
         assert!(status.success(), "cc failed for {}", source.display());
+        std::fs::rename(&partial, &out).unwrap();
     }
     out
 }
 
-/// The standard fixture: `fixture_target` and `malloc` called N times, frame pointers on.
-pub fn target_fixture() -> PathBuf {
-    build_c_fixture("target", &["-O2", "-g", "-fno-omit-frame-pointer"])
+/// A private copy of a built fixture. Uprobes attach to a file (an inode), so tests that
+/// run in parallel each trace their own copy and never see each other's calls.
+pub fn private_copy(built: &Path) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let copy = built.with_file_name(format!("fx{}-{n}", std::process::id()));
+    let partial = copy.with_extension("partial");
+    std::fs::copy(built, &partial).unwrap();
+    std::fs::rename(&partial, &copy).unwrap();
+    copy
 }
 
-/// A running ebpf-tool whose probes are attached, with its stdout being collected.
+/// The standard fixture (`tests/fixtures/target.c`, frame pointers on), as a private copy.
+pub fn target_fixture() -> PathBuf {
+    private_copy(&build_c_fixture(
+        "target",
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+    ))
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// A running ebpf-tool whose probes are attached, with its stdout and stderr collected.
 pub struct Tracer {
     pub child: Child,
-    /// Every stdout line so far; the reader thread sends them here.
-    lines: mpsc::Receiver<String>,
+    lines: mpsc::Receiver<(Stream, String)>,
+    /// Every stdout line so far.
     pub seen: Vec<String>,
+    /// Every stderr line so far.
+    pub seen_err: Vec<String>,
 }
 
 impl Tracer {
-    /// Starts `ebpf-tool <args>` and waits until it says its probe is attached.
+    /// Starts `ebpf-tool <args>` and waits until it says its probe is attached (on stdout,
+    /// or on stderr in JSON mode).
     pub fn start(args: &[&str]) -> Tracer {
         let mut child = Command::new(tool())
             .args(args)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ebpf-tool");
-        let stdout = child.stdout.take().unwrap();
-        let lines = spawn_reader(stdout);
+        let (tx, lines) = mpsc::channel();
+        spawn_reader(child.stdout.take().unwrap(), Stream::Out, tx.clone());
+        spawn_reader(child.stderr.take().unwrap(), Stream::Err, tx);
         let mut tracer = Tracer {
             child,
             lines,
             seen: Vec::new(),
+            seen_err: Vec::new(),
         };
         tracer.wait_for_line("Uprobe attached successfully", Duration::from_secs(30));
         tracer
     }
 
-    /// Reads lines until one contains `needle`; panics with what was seen on timeout.
+    fn receive(&mut self, timeout: Duration) -> bool {
+        match self.lines.recv_timeout(timeout) {
+            Ok((Stream::Out, line)) => self.seen.push(line),
+            Ok((Stream::Err, line)) => self.seen_err.push(line),
+            Err(_) => return false,
+        }
+        true
+    }
+
+    /// Reads lines until one (on either stream) contains `needle`; panics on timeout.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) {
         let deadline = std::time::Instant::now() + timeout;
-        while !self.seen.iter().any(|l| l.contains(needle)) {
+        let found = |t: &Tracer| t.seen.iter().chain(&t.seen_err).any(|l| l.contains(needle));
+        while !found(self) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let out = self.child.wait_with_output_ref();
-                    panic!(
-                        "ebpf-tool never printed {needle:?}; stdout so far: {:?}; stderr: {out}",
-                        self.seen
-                    );
-                }
+            if !self.receive(left) {
+                let _ = self.child.kill();
+                panic!(
+                    "ebpf-tool never printed {needle:?}; stdout: {:?}; stderr: {:?}",
+                    self.seen, self.seen_err
+                );
             }
         }
     }
@@ -120,43 +163,58 @@ impl Tracer {
         unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
     }
 
-    /// Waits for the tool to exit (at most `timeout`) and returns (status, stdout, stderr).
-    pub fn finish(mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>, String) {
+    /// Ctrl+C after a moment for the last records to arrive, then `finish`.
+    pub fn interrupt(self) -> Finished {
+        std::thread::sleep(Duration::from_millis(300));
+        self.signal(libc::SIGINT);
+        self.finish(Duration::from_secs(15))
+    }
+
+    /// Waits for the tool to exit (at most `timeout`) and collects what it printed.
+    pub fn finish(mut self, timeout: Duration) -> Finished {
         let status = wait_timeout(&mut self.child, timeout);
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
+        while self.receive(Duration::from_secs(2)) {}
+        Finished {
+            status,
+            stdout: self.seen,
+            stderr: self.seen_err.join("\n"),
         }
-        let stderr = self.child.wait_with_output_ref();
-        (status, self.seen, stderr)
     }
 }
 
-trait StderrText {
-    fn wait_with_output_ref(&mut self) -> String;
+/// What a finished ebpf-tool run printed.
+pub struct Finished {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<String>,
+    pub stderr: String,
 }
 
-impl StderrText for Child {
-    fn wait_with_output_ref(&mut self) -> String {
-        use std::io::Read as _;
-        let mut text = String::new();
-        if let Some(mut stderr) = self.stderr.take() {
-            let _ = stderr.read_to_string(&mut text);
-        }
-        text
+impl Finished {
+    /// Asserts a clean exit and returns stdout.
+    pub fn ok(self) -> Vec<String> {
+        assert!(
+            self.status.success(),
+            "exit {:?}; stderr: {}",
+            self.status,
+            self.stderr
+        );
+        self.stdout
     }
 }
 
-fn spawn_reader(stdout: ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
+fn spawn_reader(
+    stream: impl std::io::Read + Send + 'static,
+    which: Stream,
+    tx: mpsc::Sender<(Stream, String)>,
+) {
     thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
+            if tx.send((which, line)).is_err() {
                 break;
             }
         }
     });
-    rx
 }
 
 /// Waits for `child` to exit, killing it (and failing the test) after `timeout`.
@@ -182,6 +240,24 @@ pub struct EventLine {
     pub comm: String,
     pub arg0: u64,
     pub func: String,
+    /// Every `key=value` field, as printed.
+    pub fields: Vec<(String, String)>,
+}
+
+impl EventLine {
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn number(&self, key: &str) -> i64 {
+        self.field(key)
+            .unwrap_or_else(|| panic!("no {key} in {self:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number in {self:?}"))
+    }
 }
 
 /// The entry events among `lines`, in order.
@@ -190,17 +266,26 @@ pub fn parse_events(lines: &[String]) -> Vec<EventLine> {
         .iter()
         .filter_map(|line| {
             let rest = line.split("uprobe triggered! ").nth(1)?;
+            let fields: Vec<(String, String)> = rest
+                .split(' ')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
             let field = |key: &str| {
-                rest.split(' ')
-                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                    .map(str::to_owned)
+                fields
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
             };
             Some(EventLine {
                 pid: field("pid")?.parse().ok()?,
                 tid: field("tid")?.parse().ok()?,
                 comm: field("comm")?,
-                arg0: field("arg0")?.parse().ok()?,
+                arg0: field("arg0")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(u64::MAX),
                 func: field("func")?,
+                fields,
             })
         })
         .collect()
@@ -235,4 +320,10 @@ pub fn libc_path() -> &'static str {
     .into_iter()
     .find(|p| Path::new(p).exists())
     .expect("libc.so.6 at a usual path")
+}
+
+/// The kernel's `comm` of a process started from `path`: its file name, cut to 15 bytes.
+pub fn comm_of(path: &Path) -> String {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    name[..name.len().min(15)].to_owned()
 }

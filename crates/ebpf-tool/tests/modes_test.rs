@@ -1,0 +1,439 @@
+//! Privileged tests of what users trace for: return values, latency, typed and string
+//! arguments, in-kernel counts and histograms, stacks and flame graphs, JSON and filters.
+//! Each runs a fixture whose behaviour is known exactly and checks the exact outcome.
+
+mod common;
+
+use std::{
+    io::Write as _,
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+use common::{Tracer, parse_events, privileged, run_fixture, target_fixture};
+use serde_json::Value;
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Starts the fixture in `mode` paused before its calls, so a tracer can target its pid.
+fn paused_fixture(fixture: &Path, mode: &str, n: u32) -> Child {
+    Command::new(fixture)
+        .args([mode, &n.to_string(), "wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Lets a paused fixture make its calls and exit.
+fn release(mut child: Child) {
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\ngo\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn ret_reports_each_return_value() {
+    if !privileged("ret_reports_each_return_value") {
+        return;
+    }
+    let fixture = target_fixture();
+    let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_target", "--ret"]);
+    let (pid, _) = run_fixture(&fixture, "calls", 60);
+    let lines = tracer.interrupt().ok();
+    let events: Vec<_> = parse_events(&lines)
+        .into_iter()
+        .filter(|e| e.pid == pid)
+        .collect();
+    assert_eq!(events.len(), 60, "{lines:?}");
+    for (i, event) in events.iter().enumerate() {
+        let x = i as i64 * 10 + 1;
+        assert_eq!(event.number("arg0"), x);
+        assert_eq!(event.number("ret"), 3 * x + 7, "{event:?}");
+    }
+}
+
+#[test]
+fn ret_pairs_recursive_calls() {
+    if !privileged("ret_pairs_recursive_calls") {
+        return;
+    }
+    let fixture = target_fixture();
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_recurse",
+        "--ret",
+        "--latency",
+    ]);
+    let (pid, out) = run_fixture(&fixture, "recurse", 5);
+    assert_eq!(out, "5");
+    let lines = tracer.interrupt().ok();
+    let events: Vec<_> = parse_events(&lines)
+        .into_iter()
+        .filter(|e| e.pid == pid)
+        .collect();
+    // Innermost returns first: fixture_recurse(0) returns 0, ..., fixture_recurse(5) returns 5.
+    let pairs: Vec<(i64, i64)> = events
+        .iter()
+        .map(|e| (e.number("arg0"), e.number("ret")))
+        .collect();
+    assert_eq!(pairs, (0..=5).map(|n| (n, n)).collect::<Vec<_>>());
+    // An outer call lasts at least as long as the calls it contains.
+    let latencies: Vec<i64> = events.iter().map(|e| e.number("latency_ns")).collect();
+    assert!(latencies.windows(2).all(|w| w[0] <= w[1]), "{latencies:?}");
+}
+
+#[test]
+fn latency_times_each_call_and_builds_a_histogram() {
+    if !privileged("latency_times_each_call_and_builds_a_histogram") {
+        return;
+    }
+    let fixture = target_fixture();
+    let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_sleep", "--latency"]);
+    let (pid, _) = run_fixture(&fixture, "sleep", 5);
+    let lines = tracer.interrupt().ok();
+    let events: Vec<_> = parse_events(&lines)
+        .into_iter()
+        .filter(|e| e.pid == pid)
+        .collect();
+    assert_eq!(events.len(), 5);
+    for event in &events {
+        let ns = event.number("latency_ns");
+        assert!(
+            (20_000_000..60_000_000).contains(&ns),
+            "20 ms sleep took {ns} ns"
+        );
+    }
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("fixture_sleep latency: count=5 "))
+        .unwrap_or_else(|| panic!("no latency summary in {lines:?}"));
+    assert!(
+        summary.contains(" min=20.") || summary.contains(" min=2"),
+        "{summary}"
+    );
+    // 20 ms lies in [2^24, 2^25) ns.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("16777216 -> 33554431 : 5 ")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn string_arguments_are_read_and_truncation_is_marked() {
+    if !privileged("string_arguments_are_read_and_truncation_is_marked") {
+        return;
+    }
+    let fixture = target_fixture();
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_strings",
+        "-a",
+        "0:str,1:str",
+        "-a",
+        "1:hex",
+    ]);
+    let (pid, _) = run_fixture(&fixture, "strings", 3);
+    let lines = tracer.interrupt().ok();
+    let events: Vec<_> = parse_events(&lines)
+        .into_iter()
+        .filter(|e| e.pid == pid)
+        .collect();
+    assert_eq!(events.len(), 3);
+    let long = format!("\"{}\"...", "x".repeat(127));
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(
+            event.field("arg0"),
+            Some(format!("\"fixture-{i}\"").as_str())
+        );
+        assert_eq!(event.field("arg1"), Some(long.as_str()));
+    }
+    // The same argument also shown as a pointer: the line carries both forms, in order.
+    assert!(
+        lines.iter().filter(|l| l.contains("... arg1=0x7")).count() == 3,
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn count_is_exact_per_function_and_per_process() {
+    if !privileged("count_is_exact_per_function_and_per_process") {
+        return;
+    }
+    let fixture = target_fixture();
+    let traced = paused_fixture(&fixture, "calls", 37);
+    let other = paused_fixture(&fixture, "calls", 11);
+    let pid = traced.id().to_string();
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_target",
+        "--count",
+        "-p",
+        &pid,
+    ]);
+    release(traced);
+    release(other);
+    let lines = tracer.interrupt().ok();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().eq(["fixture_target", "37"])),
+        "{lines:?}"
+    );
+    assert!(
+        parse_events(&lines).is_empty(),
+        "--count prints no per-call lines"
+    );
+
+    // Grouped by pid, without -p: one row per process, each exact.
+    let a = paused_fixture(&fixture, "calls", 13);
+    let b = paused_fixture(&fixture, "calls", 29);
+    let (pa, pb) = (a.id().to_string(), b.id().to_string());
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_target",
+        "--count",
+        "--by",
+        "pid",
+    ]);
+    release(a);
+    release(b);
+    let lines = tracer.interrupt().ok();
+    assert!(
+        lines.iter().any(|l| l
+            .split_whitespace()
+            .eq(["fixture_target", pb.as_str(), "29"])),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l
+            .split_whitespace()
+            .eq(["fixture_target", pa.as_str(), "13"])),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn argument_filter_runs_in_the_kernel() {
+    if !privileged("argument_filter_runs_in_the_kernel") {
+        return;
+    }
+    let fixture = target_fixture();
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_target",
+        "--count",
+        "--filter",
+        "arg0 >= 100",
+    ]);
+    run_fixture(&fixture, "calls", 57); // arguments 1, 11, ..., 561: 47 are >= 100
+    let lines = tracer.interrupt().ok();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().eq(["fixture_target", "47"])),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn task_filters_select_by_comm_tid_and_uid() {
+    if !privileged("task_filters_select_by_comm_tid_and_uid") {
+        return;
+    }
+    let fixture = target_fixture();
+    let comm = common::comm_of(&fixture);
+    let cases: [(&[&str], Option<&str>); 3] = [
+        (&["--comm", &comm], Some("9")),
+        (&["--comm", "no-such-comm"], None),
+        (&["--uid", "65534"], None), // the fixture runs as root
+    ];
+    for (filter, expected) in cases {
+        let mut args = vec!["uprobe", path(&fixture), "fixture_target", "--count"];
+        args.extend_from_slice(filter);
+        let tracer = Tracer::start(&args);
+        run_fixture(&fixture, "calls", 9);
+        let lines = tracer.interrupt().ok();
+        let row = lines.iter().find(|l| l.starts_with("fixture_target "));
+        assert_eq!(
+            row.and_then(|l| l.split_whitespace().nth(1)),
+            expected,
+            "{filter:?}: {lines:?}"
+        );
+    }
+    // --tid: the fixture is single-threaded, so its main thread's id is its pid.
+    let child = paused_fixture(&fixture, "calls", 4);
+    let tid = child.id().to_string();
+    let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_target", "--tid", &tid]);
+    release(child);
+    let lines = tracer.interrupt().ok();
+    assert_eq!(parse_events(&lines).len(), 4, "{lines:?}");
+}
+
+#[test]
+fn hist_of_an_argument_is_exact() {
+    if !privileged("hist_of_an_argument_is_exact") {
+        return;
+    }
+    let fixture = target_fixture();
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_target",
+        "--hist",
+        "0",
+        "--json",
+    ]);
+    run_fixture(&fixture, "calls", 57);
+    let lines = tracer.interrupt().ok();
+    let hist: Value = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).expect("every stdout line is JSON"))
+        .find(|v| v["type"] == "hist")
+        .expect("a hist line");
+    let mut expected = vec![0u64; 65];
+    for i in 0..57u64 {
+        let x = i * 10 + 1;
+        expected[(64 - x.leading_zeros()) as usize] += 1;
+    }
+    let buckets: Vec<u64> = hist["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(buckets, expected);
+    assert_eq!(hist["count"], 57);
+    assert_eq!(hist["min"], 1);
+    assert_eq!(hist["max"], 561);
+    assert_eq!(hist["sum"], (0..57u64).map(|i| i * 10 + 1).sum::<u64>());
+}
+
+#[test]
+fn json_carries_the_same_values_as_text() {
+    if !privileged("json_carries_the_same_values_as_text") {
+        return;
+    }
+    let fixture = target_fixture();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "uprobe",
+            path(&fixture),
+            "fixture_target",
+            "--ret",
+            "-a",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        let tracer = Tracer::start(&args);
+        let (pid, _) = run_fixture(&fixture, "calls", 20);
+        (pid, tracer.interrupt().ok())
+    };
+    let (text_pid, text) = run(&[]);
+    let text_values: Vec<(i64, i64)> = parse_events(&text)
+        .iter()
+        .filter(|e| e.pid == text_pid)
+        .map(|e| (e.number("arg0"), e.number("ret")))
+        .collect();
+
+    let (json_pid, json) = run(&["--json"]);
+    let objects: Vec<Value> = json
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let json_values: Vec<(i64, i64)> = objects
+        .iter()
+        .filter(|o| o["type"] == "call" && o["pid"] == json_pid)
+        .map(|o| {
+            (
+                o["args"]["arg0"].as_i64().unwrap(),
+                o["ret"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(json_values.len(), 20);
+    assert_eq!(json_values, text_values);
+    let call = objects.iter().find(|o| o["type"] == "call").unwrap();
+    assert_eq!(call["func"], "fixture_target");
+    assert_eq!(call["comm"], common::comm_of(&fixture));
+    let summary = objects.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["lost"], 0);
+    assert_eq!(summary["printed"], summary["seen"]);
+}
+
+#[test]
+fn stacks_show_the_call_chain_and_make_a_flame_graph() {
+    if !privileged("stacks_show_the_call_chain_and_make_a_flame_graph") {
+        return;
+    }
+    let fixture = target_fixture();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("stacks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let folded = dir.join("out.folded");
+    let svg = dir.join("out.svg");
+    let _ = std::fs::remove_file(&folded);
+    let _ = std::fs::remove_file(&svg);
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_target",
+        "--stacks",
+        "--folded",
+        path(&folded),
+        "--flamegraph",
+        path(&svg),
+    ]);
+    run_fixture(&fixture, "chain", 6); // exits at once: symbolized from the file
+    let lines = tracer.interrupt().ok();
+    let comm = common::comm_of(&fixture);
+    let text = lines.join("\n");
+    let chain = "    fixture_target\n    fixture_chain_b\n    fixture_chain_a\n    main\n";
+    assert!(text.contains(chain), "{text}");
+    assert!(text.contains(&format!("[{comm}] 6 calls")), "{text}");
+
+    let folded = std::fs::read_to_string(&folded).unwrap();
+    let line = folded
+        .lines()
+        .find(|l| l.starts_with(&format!("{comm};")))
+        .expect("a folded stack");
+    assert!(
+        line.ends_with(";main;fixture_chain_a;fixture_chain_b;fixture_target 6"),
+        "{line}"
+    );
+
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("fixture_target") && svg.contains("fixture_chain_a"));
+}
+
+#[test]
+fn output_files_are_never_clobbered() {
+    let fixture = target_fixture();
+    let existing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("existing.svg");
+    std::fs::write(&existing, "keep me").unwrap();
+    let out = Command::new(common::tool())
+        .args([
+            "uprobe",
+            path(&fixture),
+            "fixture_target",
+            "--stacks",
+            "--flamegraph",
+            path(&existing),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
+}
