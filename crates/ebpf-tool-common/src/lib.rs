@@ -71,6 +71,9 @@ pub mod flags {
     pub const FILTER_ARG_SIGNED: u32 = 1 << 7;
     /// Capture the user stack of each call (`--stacks`).
     pub const STACKS: u32 = 1 << 8;
+    /// Every probe sits on a function's first instruction, so the word at the stack
+    /// pointer is the return address (the direct caller, for stacks).
+    pub const CALLER_AT_ENTRY: u32 = 1 << 9;
 }
 
 /// `Config::arg_filter_op` values.

@@ -276,8 +276,13 @@ mod programs {
         }
         match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => {
+                let caller = if cfg.flags & flags::CALLER_AT_ENTRY != 0 {
+                    return_address(ctx)
+                } else {
+                    0
+                };
                 let key = StackKey {
-                    caller: return_address(ctx),
+                    caller,
                     probe_id,
                     stack_id: id as i32,
                     tgid,

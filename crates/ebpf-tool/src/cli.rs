@@ -26,6 +26,12 @@ Examples:
       every malloc in every process for 5 seconds; arg0 is the requested size
   ebpf-tool uprobe libc getenv -a 0:str
       a library by name (from /etc/ld.so.cache); show the variable's name
+  ebpf-tool uprobe libssl 'SSL_*' --count
+      every function matching a glob, counted per function
+  ebpf-tool uprobe ./app 'geo::Circle::area' --ret
+      a demangled C++ (or Rust) name: every overload
+  ebpf-tool uprobe --list libc 'str*'
+      what can be traced, with file offsets
   ebpf-tool uprobe bash readline -p 1234 --ret -a 0:str
       a program on $PATH, only process 1234, with the return value
   ebpf-tool uprobe libc read --latency -a 0 -a 2 --filter 'arg2 >= 4096'
@@ -50,9 +56,16 @@ pub struct UprobeArgs {
     #[arg(value_name = "BINARY")]
     pub binary: String,
 
-    /// The function to trace: a symbol name from the binary's symbol tables
-    #[arg(value_name = "FUNCTION")]
-    pub function: String,
+    /// The function to trace: a symbol name (malloc), a demangled C++ or Rust name
+    /// (geo::Circle::area, mycrate::module::function), a glob (SSL_*), FUNC+OFFSET, or a
+    /// hex address (0x1139); with --list, an optional pattern
+    #[arg(value_name = "FUNCTION", required_unless_present = "list")]
+    pub function: Option<String>,
+
+    /// List the functions of BINARY that can be traced (matching FUNCTION, a glob or a
+    /// substring, when given), with their file offsets, and exit
+    #[arg(short, long)]
+    pub list: bool,
 
     /// How long to trace, in seconds (0 = until Ctrl+C)
     #[arg(short, long, value_name = "SECS", default_value_t = 0)]

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Uprobe(args) if args.list => uprobe::list(&args),
         Command::Uprobe(args) => {
             let plan = uprobe::Plan::from_args(&args)?;
             uprobe::run(plan)

@@ -19,6 +19,23 @@ pub fn write_escaped(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     out.write_all(&bytes[start..])
 }
 
+/// Writes `text` with control characters as `\xNN` but spaces and non-ASCII letters kept:
+/// for names read from files (symbols), where readability matters and there is no
+/// `key=value` framing to protect.
+pub fn write_printable(out: &mut impl Write, text: &str) -> io::Result<()> {
+    for c in text.chars() {
+        if c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                write!(out, "\\x{b:02x}")?;
+            }
+        } else {
+            write!(out, "{c}")?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -27,6 +44,16 @@ mod tests {
         let mut out = Vec::new();
         write_escaped(&mut out, bytes).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn printable_keeps_spaces_but_not_controls() {
+        let mut out = Vec::new();
+        write_printable(&mut out, "geo::Circle::area() const\x1b").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "geo::Circle::area() const\\x1b"
+        );
     }
 
     #[test]

@@ -1,12 +1,79 @@
-//! File -> function offsets: reads an ELF file's symbol tables and answers "where does
-//! FUNCTION start, as a file offset the kernel can put a uprobe on".
+//! File -> function offsets: reads an ELF file's symbols from everywhere they may be
+//! (`.symtab`, `.dynsym`, MiniDebugInfo, separate debug files), demangles them, and
+//! resolves what a user writes as FUNCTION (a name, a demangled C++ or Rust path, a glob,
+//! `FUNC+OFFSET`, an address) to the file offsets the kernel puts uprobes on.
 
+mod debuginfo;
+mod demangle;
 mod elf;
+mod ifunc;
+mod resolve;
 mod suggest;
 
-use std::path::PathBuf;
+use std::{
+    fs::File,
+    ops::Range,
+    path::{Path, PathBuf},
+};
 
-pub use elf::{FunctionSymbol, SymbolSource, Symbols};
+pub use demangle::{demangle, without_parameters};
+pub use resolve::Resolution;
+
+/// Where a symbol was found; errors name the sources they searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SymbolSource {
+    Symtab,
+    Dynsym,
+    MiniDebugInfo,
+    DebugFile,
+}
+
+impl SymbolSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            SymbolSource::Symtab => ".symtab",
+            SymbolSource::Dynsym => ".dynsym",
+            SymbolSource::MiniDebugInfo => "MiniDebugInfo (.gnu_debugdata)",
+            SymbolSource::DebugFile => "the separate debug file",
+        }
+    }
+}
+
+/// A place to put a probe: a function, and how far into it (0 = its entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSymbol {
+    /// The name as the symbol table has it (mangled for C++ and Rust).
+    pub name: String,
+    /// The readable name when `name` is mangled.
+    pub demangled: Option<String>,
+    /// Link-time address of the probe point.
+    pub address: u64,
+    pub size: u64,
+    /// Where the probe point lies in the file: what the kernel wants.
+    pub file_offset: u64,
+    /// Bytes from the function's start to the probe point (`FUNC+OFFSET`).
+    pub offset_in_function: u64,
+    /// A glibc IFUNC whose implementation was resolved (`file_offset` is the
+    /// implementation's, not the resolver's).
+    pub ifunc: bool,
+    pub source: SymbolSource,
+}
+
+impl FunctionSymbol {
+    /// The name to show: demangled when mangled, with `+0x..` when inside the function.
+    pub fn label(&self) -> String {
+        let name = self.demangled.as_deref().unwrap_or(&self.name);
+        match self.offset_in_function {
+            0 => name.to_owned(),
+            offset => format!("{name}+{offset:#x}"),
+        }
+    }
+
+    /// True when the probe sits on the function's first instruction.
+    pub fn at_entry(&self) -> bool {
+        self.offset_in_function == 0
+    }
+}
 
 /// Why a function could not be resolved to a probe-able offset.
 #[derive(Debug, thiserror::Error)]
@@ -30,18 +97,211 @@ pub enum SymbolError {
         searched: String,
         suggestions: Vec<String>,
     },
+    #[error(
+        "{path} has no symbols left (stripped, no MiniDebugInfo, no debug file found{}); install its debug symbols (Debian: the -dbgsym package), or trace an address (0x...)",
+        .build_id.as_ref().map(|id| format!(" under {}/.build-id/{}/{}.debug", debuginfo::DEBUG_ROOT, &id[..2.min(id.len())], id.get(2..).unwrap_or(""))).unwrap_or_default()
+    )]
+    NoSymbols {
+        path: PathBuf,
+        build_id: Option<String>,
+    },
     #[error("'{symbol}' in {path} is {what}, not a function")]
     NotAFunction {
         symbol: String,
         path: PathBuf,
         what: &'static str,
     },
+    #[error("no function in {path} matches '{pattern}' (searched {searched})")]
+    NoMatch {
+        pattern: String,
+        path: PathBuf,
+        searched: String,
+    },
+    #[error("offset {offset:#x} is outside '{symbol}', which is {size} bytes long")]
+    OffsetOutside {
+        symbol: String,
+        offset: u64,
+        size: u64,
+    },
+    #[error("address {address:#x} is not in the code of {path}")]
+    AddressOutside { address: u64, path: PathBuf },
     #[error(
-        "function '{symbol}' in {path} has address {address:#x}, which no executable segment holds"
+        "'{symbol}' in {path} is a GNU IFUNC: the implementation is picked when the program starts, and ebpf-tool could not resolve it ({why}); trace an implementation by name instead (see --list)"
     )]
-    NotInText {
+    Ifunc {
         symbol: String,
         path: PathBuf,
-        address: u64,
+        why: String,
     },
+}
+
+/// Every function symbol of one ELF file, from every source found.
+#[derive(Debug)]
+pub struct Symbols {
+    path: PathBuf,
+    text: Vec<(Range<u64>, u64)>,
+    /// Sorted by (name, address); one entry per (name, address).
+    functions: Vec<FunctionSymbol>,
+    /// Named symbols that are not functions, with what they are, for a precise error.
+    non_functions: Vec<(String, &'static str)>,
+    searched: Vec<SymbolSource>,
+    build_id: Option<String>,
+}
+
+impl Symbols {
+    /// Reads every function symbol of the ELF file at `path`, and of the debug
+    /// information it points to.
+    pub fn read(path: &Path) -> Result<Self, SymbolError> {
+        Self::read_with_debug_root(path, Path::new(debuginfo::DEBUG_ROOT))
+    }
+
+    /// As `read`, looking for separate debug files under `debug_root`.
+    pub fn read_with_debug_root(path: &Path, debug_root: &Path) -> Result<Self, SymbolError> {
+        let read_err = |source| SymbolError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(read_err)?;
+        // SAFETY: the mapping is private and read-only; a file changed underneath us can
+        // only give wrong symbols, which the ELF parser bounds-checks.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
+        let main = elf::parse(&map).map_err(|e| elf_error(path, e))?;
+        let mut symbols = Symbols {
+            path: path.to_owned(),
+            text: main.text.clone(),
+            functions: Vec::new(),
+            non_functions: Vec::new(),
+            searched: Vec::new(),
+            build_id: debuginfo::build_id_hex(&main.pointers),
+        };
+        symbols.add(&main.symtab, SymbolSource::Symtab);
+        symbols.add(&main.dynsym, SymbolSource::Dynsym);
+        if let Some(image) = main
+            .pointers
+            .debugdata
+            .as_deref()
+            .and_then(debuginfo::decompress_debugdata)
+        {
+            match elf::parse(&image) {
+                Ok(mini) => symbols.add(&mini.symtab, SymbolSource::MiniDebugInfo),
+                Err(err) => log::debug!("ignoring malformed MiniDebugInfo: {err:?}"),
+            }
+        }
+        if let Some(debug_file) = debuginfo::find_debug_file(path, &main.pointers, debug_root) {
+            match std::fs::read(&debug_file).map(|data| elf::parse(&data)) {
+                Ok(Ok(debug)) => symbols.add(&debug.symtab, SymbolSource::DebugFile),
+                other => log::debug!("ignoring {}: {other:?}", debug_file.display()),
+            }
+        }
+        symbols
+            .functions
+            .sort_by(|a, b| (&a.name, a.address).cmp(&(&b.name, b.address)));
+        symbols
+            .functions
+            .dedup_by(|a, b| a.name == b.name && a.address == b.address);
+        Ok(symbols)
+    }
+
+    /// Adds the function symbols of one table; addresses map to offsets through this
+    /// file's segments (debug files share the file's layout).
+    fn add(&mut self, table: &[elf::RawSymbol], source: SymbolSource) {
+        if table.is_empty() {
+            return;
+        }
+        self.searched.push(source);
+        for symbol in table {
+            let is_function =
+                symbol.kind == object::elf::STT_FUNC || symbol.kind == object::elf::STT_GNU_IFUNC;
+            let offset = elf::file_offset(&self.text, symbol.address);
+            match (is_function, offset) {
+                (true, Some(file_offset)) => self.functions.push(FunctionSymbol {
+                    name: symbol.name.clone(),
+                    demangled: demangle(&symbol.name),
+                    address: symbol.address,
+                    size: symbol.size,
+                    file_offset,
+                    offset_in_function: 0,
+                    ifunc: symbol.kind == object::elf::STT_GNU_IFUNC,
+                    source,
+                }),
+                (true, None) => self
+                    .non_functions
+                    .push((symbol.name.clone(), "outside the code")),
+                (false, _) => self
+                    .non_functions
+                    .push((symbol.name.clone(), describe_type(symbol.kind))),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every function, sorted by name.
+    pub fn functions(&self) -> &[FunctionSymbol] {
+        &self.functions
+    }
+
+    /// Link-time address ranges of the executable segments: where code of this file lies.
+    pub fn text_ranges(&self) -> Vec<Range<u64>> {
+        self.text.iter().map(|(range, _)| range.clone()).collect()
+    }
+
+    /// The sources that had symbols, for messages ("searched .symtab and .dynsym").
+    pub fn searched(&self) -> String {
+        match self.searched.as_slice() {
+            [] => "no symbol tables: the file is stripped".into(),
+            sources => sources
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join(" and "),
+        }
+    }
+
+    /// The probe-able functions whose name (raw or demangled) matches `pattern` (a glob,
+    /// or a substring when it has no wildcard), one per address, sorted by label.
+    pub fn list(&self, pattern: Option<&str>) -> Vec<&FunctionSymbol> {
+        let matcher = pattern.map(resolve::NameMatcher::for_listing);
+        let matched = self
+            .functions
+            .iter()
+            .filter(|f| matcher.as_ref().is_none_or(|m| m.matches(f)))
+            .collect();
+        let mut found = resolve::distinct(matched);
+        found.sort_by_key(|f| f.label());
+        found
+    }
+
+    fn non_function(&self, name: &str) -> Option<&'static str> {
+        self.non_functions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, what)| *what)
+    }
+}
+
+fn elf_error(path: &Path, err: elf::ElfError) -> SymbolError {
+    match err {
+        elf::ElfError::NotElf => SymbolError::NotElf {
+            path: path.to_owned(),
+        },
+        elf::ElfError::Malformed(reason) => SymbolError::Malformed {
+            path: path.to_owned(),
+            reason,
+        },
+    }
+}
+
+fn describe_type(st_type: u8) -> &'static str {
+    use object::elf::*;
+    match st_type {
+        STT_OBJECT => "a data object",
+        STT_TLS => "a thread-local variable",
+        STT_SECTION => "a section",
+        STT_FILE => "a file name",
+        STT_COMMON => "a common block",
+        _ => "not typed as a function",
+    }
 }

@@ -81,6 +81,12 @@ impl LdCache {
     /// The distinct files a library name means: `libc.so.6` exactly, or `libc` / `c` /
     /// `libc.so` as the prefix of a soname up to ".so".
     pub fn find(&self, name: &str) -> Vec<PathBuf> {
+        self.find_in(name, |p| fs::canonicalize(p).ok())
+    }
+
+    /// As `find`, with `real` turning each cache path into the file it names (paths in
+    /// another mount namespace resolve differently).
+    pub fn find_in(&self, name: &str, real: impl Fn(&Path) -> Option<PathBuf>) -> Vec<PathBuf> {
         let exact: Vec<&PathBuf> = self
             .entries
             .iter()
@@ -106,7 +112,7 @@ impl LdCache {
         // Several entries may be one file reached through different directories.
         let mut files: Vec<PathBuf> = matches
             .into_iter()
-            .map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .map(|p| real(p).unwrap_or_else(|| p.clone()))
             .collect();
         files.sort();
         files.dedup();

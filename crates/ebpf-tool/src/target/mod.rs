@@ -2,14 +2,21 @@
 //! to (uprobes attach to an inode, so symlinks are resolved).
 //!
 //! Accepted forms: a path (absolute or relative), a program on `$PATH`, and a library name
-//! found through `/etc/ld.so.cache` (`libc`, `c`, `libc.so.6`).
+//! found through `/etc/ld.so.cache` (`libc`, `c`, `libc.so.6`). With a pid, names are
+//! looked up first in what that process has mapped (/proc/PID/maps), and paths are
+//! resolved inside its mount namespace (/proc/PID/root), so a file that exists only in a
+//! container is found by its in-container path.
 
 mod ld_cache;
 
 use std::{
-    env, fs,
+    collections::VecDeque,
+    env,
+    ffi::OsString,
+    fs,
     io::Read as _,
-    path::{Path, PathBuf},
+    os::unix::fs::MetadataExt as _,
+    path::{Component, Path, PathBuf},
 };
 
 pub use ld_cache::LdCache;
@@ -43,6 +50,140 @@ pub fn resolve(binary: &str) -> Result<PathBuf, TargetError> {
     let real = fs::canonicalize(&path).map_err(|source| unreadable(&path, source))?;
     check_elf(&real)?;
     Ok(real)
+}
+
+/// As `resolve`, as process `pid` sees BINARY: its mapped files first, then paths inside
+/// its mount namespace. Returns a path this process can open (through /proc/PID/root when
+/// the namespaces differ).
+pub fn resolve_for_process(binary: &str, pid: u32) -> Result<PathBuf, TargetError> {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    if same_root(&root) {
+        if !binary.contains('/')
+            && let Some(mapped) = mapped_file(pid, binary)
+        {
+            return resolve(&mapped.to_string_lossy());
+        }
+        return resolve(binary);
+    }
+    let inside = if binary.contains('/') {
+        PathBuf::from(binary)
+    } else if let Some(mapped) = mapped_file(pid, binary) {
+        mapped
+    } else {
+        let cache = LdCache::load(&root.join("etc/ld.so.cache")).unwrap_or_default();
+        match cache
+            .find_in(binary, |p| resolve_in_root(&root, p).ok())
+            .as_slice()
+        {
+            [] => {
+                return Err(TargetError::NotFound {
+                    name: binary.to_owned(),
+                    cache: ld_cache::SYSTEM_CACHE,
+                });
+            }
+            [one] => one.clone(),
+            many => {
+                return Err(TargetError::Ambiguous {
+                    name: binary.to_owned(),
+                    candidates: many.to_vec(),
+                });
+            }
+        }
+    };
+    let inside = if inside.is_absolute() {
+        inside
+    } else {
+        Path::new("/").join(inside)
+    };
+    let real = resolve_in_root(&root, &inside).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => TargetError::Missing {
+            path: inside.clone(),
+        },
+        _ => unreadable(&inside, source),
+    })?;
+    let host_path = root.join(real.strip_prefix("/").unwrap_or(&real));
+    check_elf(&host_path)?;
+    Ok(host_path)
+}
+
+/// True when `root` (a /proc/PID/root) is this process's own root directory.
+fn same_root(root: &Path) -> bool {
+    match (fs::metadata(root), fs::metadata("/")) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => true,
+    }
+}
+
+/// A file mapped by `pid` whose name is `name` or a library of that name (`libc` ->
+/// libc.so.6), as the process sees its path.
+fn mapped_file(pid: u32, name: &str) -> Option<PathBuf> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let stem = name.strip_suffix(".so").unwrap_or(name);
+    let library = if stem.starts_with("lib") {
+        format!("{stem}.so")
+    } else {
+        format!("lib{stem}.so")
+    };
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.starts_with('/'))
+        .map(Path::new)
+        .find(|path| {
+            path.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|file| {
+                    file == name || file.starts_with(&format!("{library}.")) || file == library
+                })
+        })
+        .map(Path::to_owned)
+}
+
+/// Resolves `path` (absolute, as seen inside `root`) following symlinks the way the kernel
+/// would inside that root: absolute link targets restart at `root`, not at ours.
+pub fn resolve_in_root(root: &Path, path: &Path) -> std::io::Result<PathBuf> {
+    const MAX_LINKS: usize = 40;
+    let mut pending: VecDeque<OsString> = components(path);
+    let mut resolved = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        match part.to_str() {
+            Some("..") => {
+                resolved.pop();
+                continue;
+            }
+            Some(".") => continue,
+            _ => {}
+        }
+        let candidate = resolved.join(&part);
+        let host = root.join(candidate.strip_prefix("/").unwrap_or(&candidate));
+        let meta = fs::symlink_metadata(&host)?;
+        if !meta.file_type().is_symlink() {
+            resolved = candidate;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(std::io::Error::other("too many levels of symbolic links"));
+        }
+        let target = fs::read_link(&host)?;
+        let mut rest = components(&target);
+        rest.extend(pending);
+        pending = rest;
+        if target.is_absolute() {
+            resolved = PathBuf::from("/");
+        }
+    }
+    Ok(resolved)
+}
+
+fn components(path: &Path) -> VecDeque<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn locate(binary: &str) -> Result<PathBuf, TargetError> {

@@ -40,6 +40,10 @@ pub enum PlanError {
     CommTooLong { comm: String, len: usize },
     #[error("--interval needs something to report: --count, --hist or --latency")]
     IntervalWithoutTable,
+    #[error(
+        "--ret and --latency need probes at function entries; '{label}' is inside its function (a uretprobe there would pair with the wrong call)"
+    )]
+    ReturnNeedsEntry { label: String },
     #[error("{path} already exists; remove it or choose another name (it is never overwritten)")]
     OutputExists { path: PathBuf },
     #[error("cannot create {path}: {source}")]
@@ -69,6 +73,10 @@ pub struct Plan {
     pub functions: Vec<FunctionSymbol>,
     /// Link-time address ranges of the binary's code, for naming stack frames.
     pub text_ranges: Vec<std::ops::Range<u64>>,
+    /// What resolving FUNCTION found worth saying (globs, overloads, IFUNCs).
+    pub notes: Vec<String>,
+    /// How events name each function (`labels[probe_id]`): demangled, with any offset.
+    pub labels: Vec<String>,
     /// `None` runs until Ctrl+C or SIGTERM.
     pub duration: Option<Duration>,
     pub pid: Option<NonZeroU32>,
@@ -103,13 +111,22 @@ impl Plan {
         if args.interval.is_some() && !(args.count || args.hist.is_some() || args.latency) {
             return Err(PlanError::IntervalWithoutTable);
         }
-        let binary = target::resolve(&args.binary)?;
+        let binary = resolve_binary(&args.binary, pid)?;
         let symbols = Symbols::read(&binary)?;
-        let functions = symbols
-            .lookup(&args.function)?
-            .into_iter()
-            .cloned()
-            .collect();
+        let function_arg = args.function.clone().unwrap_or_default();
+        let resolution = symbols.resolve(&function_arg)?;
+        let functions = resolution.functions;
+        if config.flags & flags::PAIR_RETURNS != 0
+            && let Some(inside) = functions.iter().find(|f| !f.at_entry())
+        {
+            return Err(PlanError::ReturnNeedsEntry {
+                label: inside.label(),
+            });
+        }
+        let mut config = config;
+        if functions.iter().all(FunctionSymbol::at_entry) {
+            config.flags |= flags::CALLER_AT_ENTRY;
+        }
         let stacks = if args.stacks {
             Some(StackFiles {
                 folded: args.folded.as_deref().map(create_new).transpose()?,
@@ -120,10 +137,12 @@ impl Plan {
         };
         Ok(Plan {
             binary_arg: args.binary.clone(),
-            function_arg: args.function.clone(),
+            function_arg,
             binary,
+            labels: functions.iter().map(FunctionSymbol::label).collect(),
             functions,
-            text_ranges: symbols.text_ranges().to_vec(),
+            text_ranges: symbols.text_ranges(),
+            notes: resolution.notes,
             duration: (args.duration > 0).then(|| Duration::from_secs(args.duration)),
             pid,
             attach_return: config.flags & flags::PAIR_RETURNS != 0,
@@ -137,6 +156,14 @@ impl Plan {
             stacks,
             interval: args.interval.map(Duration::from_secs),
         })
+    }
+}
+
+/// BINARY as the traced process sees it with `-p`, else as we do.
+pub fn resolve_binary(binary: &str, pid: Option<NonZeroU32>) -> Result<PathBuf, TargetError> {
+    match pid {
+        Some(pid) => target::resolve_for_process(binary, pid.get()),
+        None => target::resolve(binary),
     }
 }
 

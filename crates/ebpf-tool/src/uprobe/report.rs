@@ -50,26 +50,25 @@ pub fn write_tables(
             table::write_text(out, group.map(str::to_uppercase).as_deref(), &rows)?;
         }
     }
-    for (probe, function) in plan.functions.iter().enumerate() {
+    for (probe, label) in plan.labels.iter().enumerate() {
         if let Some(index) = plan.hist_arg {
             let hist = Histogram::from_per_cpu_slots(&aggregates.hist_slots(probe, HIST_ARG)?);
             let of = format!("arg{index}");
             if plan.json {
-                json::write_hist(out, &function.name, &of, &hist)?;
+                json::write_hist(out, label, &of, &hist)?;
             } else if hist.count > 0 || plan.functions.len() == 1 {
-                writeln!(out, "\n{} {of}: {} calls", function.name, hist.count)?;
+                writeln!(out, "\n{label} {of}: {} calls", hist.count)?;
                 hist.write_text(out, "value")?;
             }
         }
         if plan.latency {
             let hist = Histogram::from_per_cpu_slots(&aggregates.hist_slots(probe, HIST_LATENCY)?);
             if plan.json {
-                json::write_hist(out, &function.name, "latency_ns", &hist)?;
+                json::write_hist(out, label, "latency_ns", &hist)?;
             } else if hist.count > 0 || plan.functions.len() == 1 {
                 writeln!(
                     out,
-                    "\n{} latency: count={} min={} avg={} p50={} p99={} max={} (percentiles estimated from log2 buckets)",
-                    function.name,
+                    "\n{label} latency: count={} min={} avg={} p50={} p99={} max={} (percentiles estimated from log2 buckets)",
                     hist.count,
                     human_ns(hist.min),
                     human_ns(hist.average()),
@@ -90,9 +89,10 @@ fn count_rows(
     count_by: CountBy,
 ) -> Result<Vec<CountRow>, ReportError> {
     let name = |probe: u32| {
-        plan.functions
+        plan.labels
             .get(probe as usize)
-            .map_or_else(|| format!("probe{probe}"), |f| f.name.clone())
+            .cloned()
+            .unwrap_or_else(|| format!("probe{probe}"))
     };
     if count_by == CountBy::Func {
         return Ok(aggregates

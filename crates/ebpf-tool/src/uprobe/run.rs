@@ -94,9 +94,29 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
             cookie: index as u64,
         })
         .collect();
-    loader.attach(ProbeKind::Entry, &points)?;
+    let started = Instant::now();
+    let mut kinds = vec![ProbeKind::Entry];
     if plan.attach_return {
-        loader.attach(ProbeKind::Return, &points)?;
+        kinds.push(ProbeKind::Return);
+    }
+    for kind in kinds {
+        let mut report = loader.attach(kind, &points)?;
+        if report.attached == 0 && !report.failed.is_empty() {
+            return Err(report.failed.swap_remove(0).1.into());
+        }
+        for (index, why) in &report.failed {
+            out.status(&format!("Skipped {}: {why}", plan.labels[*index]))?;
+        }
+        log::debug!(
+            "{kind:?}: {} probes attached in {:?} ({})",
+            report.attached,
+            started.elapsed(),
+            if report.multi {
+                "one uprobe_multi link"
+            } else {
+                "one perf-event link each"
+            }
+        );
     }
 
     out.status("Uprobe attached successfully. Waiting for events...")?;
@@ -117,7 +137,6 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
         let entries = plan.functions.iter().map(|f| f.address).collect();
         StackSymbolizer::new(plan.binary.clone(), entries, plan.text_ranges.clone())
     });
-    let names: Vec<String> = plan.functions.iter().map(|f| f.name.clone()).collect();
     let duration = plan.duration;
     let deadline = async move {
         match duration {
@@ -189,7 +208,7 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     report::write_tables(&mut out.out, &plan, &aggregates)?;
     if let Some(mut symbolizer) = symbolizer {
         symbolizer.update(&aggregates)?;
-        let rows = symbolizer.rows(&aggregates, &names)?;
+        let rows = symbolizer.rows(&aggregates, &plan.labels)?;
         report::write_stacks(&mut out.out, &mut plan, rows)?;
     }
     let losses = aggregates.losses()?;
@@ -207,13 +226,23 @@ fn announce(out: &mut Output, plan: &Plan) -> io::Result<()> {
         "Attaching uprobe to {}:{}",
         plan.binary_arg, plan.function_arg
     ))?;
-    for function in &plan.functions {
+    const SHOWN: usize = 10;
+    for function in plan.functions.iter().take(SHOWN) {
         out.status(&format!(
             "Resolved {} in {} at file offset {:#x}",
-            function.name,
+            function.label(),
             plan.binary.display(),
             function.file_offset
         ))?;
+    }
+    if plan.functions.len() > SHOWN {
+        out.status(&format!(
+            "... and {} more functions",
+            plan.functions.len() - SHOWN
+        ))?;
+    }
+    for note in &plan.notes {
+        out.status(&format!("Note: {note}"))?;
     }
     if let Some(pid) = plan.pid {
         out.status(&format!("Only process {pid}"))?;
@@ -245,9 +274,9 @@ fn drain(
             }
         };
         let function = plan
-            .functions
+            .labels
             .get(record.event.probe_id as usize)
-            .map_or("?", |f| f.name.as_str());
+            .map_or("?", String::as_str);
         if plan.json {
             json::write_event(&mut out.out, &record, function, &plan.format)?;
         } else {
