@@ -8,7 +8,8 @@
 #   1. A rustup nightly with rust-src and a bpf-linker on PATH: used as they are.
 #   2. Otherwise Debian's rustc-web + rust-web-src, linked as the rustup toolchain
 #      "ebpf-tool-rust", and bpf-linker built against the LLVM that rustc reports.
-# Also installs what the tests use: a C compiler for the fixtures.
+# Also installs what the tests use: C and C++ compilers for the fixtures, binutils and xz
+# to make stripped and MiniDebugInfo copies.
 set -euo pipefail
 
 TOOLCHAIN=ebpf-tool-rust
@@ -40,7 +41,7 @@ apt_install() {
 }
 
 # Tools the tests and fixtures use.
-apt_install gcc libc6-dev util-linux ca-certificates
+apt_install gcc g++ libc6-dev binutils xz-utils util-linux ca-certificates
 
 # Userspace builds with the machine's cargo; a machine without one gets Debian's.
 if ! command -v cargo >/dev/null; then

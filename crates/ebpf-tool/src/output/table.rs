@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::escape::write_escaped;
+use super::escape::{write_escaped, write_printable};
 
 /// One row of the count table. `group` is the pid, tid or comm when grouped by one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,7 +44,9 @@ pub fn write_text(out: &mut impl Write, group: Option<&str>, rows: &[CountRow]) 
         None => writeln!(out, "{:<func_width$}  {:>10}", "FUNC", "COUNT")?,
     }
     for row in rows {
-        write_escaped(out, row.func.as_bytes())?;
+        // Function names come from files and may hold spaces (`area() const`): printable;
+        // groups (comm) come from processes: fully escaped.
+        write_printable(out, &row.func)?;
         write!(
             out,
             "{:pad$}  ",

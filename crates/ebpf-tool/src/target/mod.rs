@@ -53,18 +53,10 @@ pub fn resolve(binary: &str) -> Result<PathBuf, TargetError> {
 }
 
 /// As `resolve`, as process `pid` sees BINARY: its mapped files first, then paths inside
-/// its mount namespace. Returns a path this process can open (through /proc/PID/root when
-/// the namespaces differ).
+/// its mount namespace. Returns a path this process can open: the plain path when it names
+/// the same file here, else one through /proc/PID/root (a file only in a container).
 pub fn resolve_for_process(binary: &str, pid: u32) -> Result<PathBuf, TargetError> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    if same_root(&root) {
-        if !binary.contains('/')
-            && let Some(mapped) = mapped_file(pid, binary)
-        {
-            return resolve(&mapped.to_string_lossy());
-        }
-        return resolve(binary);
-    }
     let inside = if binary.contains('/') {
         PathBuf::from(binary)
     } else if let Some(mapped) = mapped_file(pid, binary) {
@@ -75,12 +67,8 @@ pub fn resolve_for_process(binary: &str, pid: u32) -> Result<PathBuf, TargetErro
             .find_in(binary, |p| resolve_in_root(&root, p).ok())
             .as_slice()
         {
-            [] => {
-                return Err(TargetError::NotFound {
-                    name: binary.to_owned(),
-                    cache: ld_cache::SYSTEM_CACHE,
-                });
-            }
+            // Not a library the process can see: a program on our $PATH, say.
+            [] => return resolve(binary),
             [one] => one.clone(),
             many => {
                 return Err(TargetError::Ambiguous {
@@ -93,7 +81,8 @@ pub fn resolve_for_process(binary: &str, pid: u32) -> Result<PathBuf, TargetErro
     let inside = if inside.is_absolute() {
         inside
     } else {
-        Path::new("/").join(inside)
+        // A relative path means what it means to the user, in our working directory.
+        return resolve(binary);
     };
     let real = resolve_in_root(&root, &inside).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => TargetError::Missing {
@@ -101,16 +90,21 @@ pub fn resolve_for_process(binary: &str, pid: u32) -> Result<PathBuf, TargetErro
         },
         _ => unreadable(&inside, source),
     })?;
-    let host_path = root.join(real.strip_prefix("/").unwrap_or(&real));
-    check_elf(&host_path)?;
-    Ok(host_path)
+    let through_root = root.join(real.strip_prefix("/").unwrap_or(&real));
+    let path = if same_file(&real, &through_root) {
+        real
+    } else {
+        through_root
+    };
+    check_elf(&path)?;
+    Ok(path)
 }
 
-/// True when `root` (a /proc/PID/root) is this process's own root directory.
-fn same_root(root: &Path) -> bool {
-    match (fs::metadata(root), fs::metadata("/")) {
+/// True when both paths name one inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => true,
+        _ => false,
     }
 }
 

@@ -45,31 +45,65 @@ pub fn tool() -> PathBuf {
 /// Compiles `tests/fixtures/<name>.c` with `cc` into the test's scratch directory, once
 /// per process and set of flags, and returns the executable's path.
 pub fn build_c_fixture(name: &str, flags: &[&str]) -> PathBuf {
+    build_fixture("cc", &format!("{name}.c"), flags)
+}
+
+/// Compiles `tests/fixtures/<name>.cpp` with `g++`.
+pub fn build_cpp_fixture(name: &str, flags: &[&str]) -> PathBuf {
+    build_fixture("g++", &format!("{name}.cpp"), flags)
+}
+
+/// Compiles `tests/fixtures/rust_fixture.rs` as crate `fixture` with the given symbol
+/// mangling: "legacy" (stable rustc's default) or "v0".
+pub fn build_rust_fixture(mangling: &str) -> PathBuf {
+    let mut flags = vec!["-O", "--crate-name", "fixture"];
+    if mangling == "v0" {
+        flags.push("-Csymbol-mangling-version=v0");
+    }
+    build_fixture("rustc", "rust_fixture.rs", &flags)
+}
+
+fn build_fixture(compiler: &str, file: &str, flags: &[&str]) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let name = file.split('.').next().unwrap();
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
-        .join(format!("{name}.c"));
+        .join(file);
     let tag: String = flags
         .iter()
         .flat_map(|f| f.chars().filter(|c| c.is_ascii_alphanumeric()))
         .collect();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let out = dir.join(format!("{name}-{tag}-{}", std::process::id()));
+    let compiler_tag = compiler.replace('+', "p");
+    let out = dir.join(format!("{name}-{compiler_tag}{tag}-{}", std::process::id()));
     if !out.exists() {
         // Build under another name and rename: nobody can exec a half-written file.
         let partial = out.with_extension("partial");
-        let status = Command::new("cc")
+        let status = Command::new(compiler)
             .args(flags)
             .arg("-o")
             .arg(&partial)
             .arg(&source)
             .status()
-            .expect("run cc (scripts/setup.sh installs gcc)");
-        assert!(status.success(), "cc failed for {}", source.display());
+            .unwrap_or_else(|e| panic!("run {compiler} (scripts/setup.sh installs it): {e}"));
+        assert!(
+            status.success(),
+            "{compiler} failed for {}",
+            source.display()
+        );
         std::fs::rename(&partial, &out).unwrap();
     }
     out
+}
+
+/// Runs `program args...` and asserts it succeeded; for strip, objcopy, xz.
+pub fn run_tool(program: &str, args: &[&std::ffi::OsStr]) {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
 }
 
 /// A private copy of a built fixture. Uprobes attach to a file (an inode), so tests that
