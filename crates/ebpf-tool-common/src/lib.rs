@@ -19,6 +19,11 @@ pub const STR_CAP: usize = 128;
 /// as the kernel requires. 8 MiB holds about 70,000 records of slack for bursts.
 pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 
+/// Records wait in the ring buffer without waking the reader until this many bytes are
+/// pending; the reader also drains on a short timer. Waking a reader per record is what
+/// makes per-event tracers cost microseconds per call.
+pub const WAKEUP_BYTES: u64 = 1 << 20;
+
 /// Nesting depth of one thread's probed calls that `--ret`/`--latency` can pair up;
 /// deeper calls are still counted, but not timed.
 pub const MAX_DEPTH: usize = 8;

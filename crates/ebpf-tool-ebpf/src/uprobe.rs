@@ -16,7 +16,9 @@
 mod programs {
     use aya_ebpf::{
         EbpfContext,
-        bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+        bindings::{
+            BPF_F_USER_STACK, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        },
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
             bpf_ktime_get_ns, bpf_probe_read_user,
@@ -30,7 +32,7 @@ mod programs {
         COMM_LEN, CallEvent, CallEventWithStrings, CallStack, Config, CountKey, EVENT_NO_ENTRY,
         EVENT_STR_TRUNCATED, EVENTS_RING_BYTES, HIST_BUCKETS, HIST_COUNT, HIST_LATENCY, HIST_MAX,
         HIST_MIN, HIST_SLOTS, HIST_SUM, HISTS_PER_PROBE, KIND_CALL, KIND_ENTRY, MAX_ARGS,
-        MAX_STR_ARGS, STR_CAP, StackKey, by, flags, lost, op,
+        MAX_STR_ARGS, STR_CAP, StackKey, WAKEUP_BYTES, by, flags, lost, op,
     };
 
     /// This run's settings; the loader overwrites the whole struct before load.
@@ -496,7 +498,7 @@ mod programs {
             // SAFETY: `reserve` handed out exclusive memory of the right size and
             // alignment; `fill` writes every field before submit.
             fill(unsafe { &mut *entry.as_mut_ptr() }, 0);
-            entry.submit(0);
+            entry.submit(wakeup_flags());
             return;
         }
         let Some(mut entry) = EVENTS.reserve::<CallEventWithStrings>(0) else {
@@ -531,7 +533,17 @@ mod programs {
             }
         }
         fill(&mut record.event, truncated);
-        entry.submit(0);
+        entry.submit(wakeup_flags());
+    }
+
+    /// Wake the reader only once a batch is pending; it also drains on a timer.
+    #[inline(always)]
+    fn wakeup_flags() -> u64 {
+        if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            BPF_RB_NO_WAKEUP as u64
+        }
     }
 
     #[inline(always)]
@@ -540,6 +552,18 @@ mod programs {
             // SAFETY: a per-CPU slot; preemption is off.
             unsafe { *n += 1 };
         }
+    }
+
+    /// The cost floor for benchmarks: a probe whose program does nothing.
+    #[uprobe]
+    pub fn noop_uprobe(_ctx: ProbeContext) -> u32 {
+        0
+    }
+
+    /// The cost floor of a return probe.
+    #[uretprobe]
+    pub fn noop_uretprobe(_ctx: RetProbeContext) -> u32 {
+        0
     }
 
     #[cfg(not(test))]

@@ -136,6 +136,15 @@ pub struct UprobeArgs {
     /// Print one JSON object per line (events, tables, summary) instead of text
     #[arg(long)]
     pub json: bool,
+
+    /// No per-call lines: only the tables and histograms computed in the kernel
+    /// (e.g. --latency -q for just the latency histogram)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Benchmarks only: attach programs that do nothing, to measure the cost floor
+    #[arg(long, hide = true)]
+    pub noop: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -28,6 +28,9 @@ static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 
 const ENTRY_PROGRAM: &str = "hello_uprobe";
 const RETURN_PROGRAM: &str = "hello_uretprobe";
+/// Programs that do nothing: the cost floor benchmarks compare against.
+const NOOP_ENTRY_PROGRAM: &str = "noop_uprobe";
+const NOOP_RETURN_PROGRAM: &str = "noop_uretprobe";
 
 /// Distinct stacks kept under `--stacks`.
 const MAX_STACKS: u32 = 16384;
@@ -199,11 +202,14 @@ pub struct Loader {
     multi_programs: [Option<OwnedFd>; 2],
     /// uprobe_multi links; closing one detaches all its probes.
     multi_links: Vec<OwnedFd>,
+    /// Attach the do-nothing programs instead (benchmark floor).
+    noop: bool,
 }
 
 impl Loader {
     /// Loads the kernel object for `probes` functions and takes its maps out as `Channels`.
-    pub fn load(config: &Config, probes: usize) -> Result<(Self, Channels), LoadError> {
+    /// With `noop`, the programs attached are ones that do nothing (benchmark floor).
+    pub fn load(config: &Config, probes: usize, noop: bool) -> Result<(Self, Channels), LoadError> {
         let probes_u32 = probes.max(1) as u32;
         let hist_slots = probes_u32 * (HISTS_PER_PROBE * HIST_SLOTS) as u32;
         let stacks = config.flags & ebpf_tool_common::flags::STACKS != 0;
@@ -250,6 +256,7 @@ impl Loader {
             map_fds,
             multi_programs: [None, None],
             multi_links: Vec::new(),
+            noop,
         };
         Ok((loader, Channels { events, aggregates }))
     }
@@ -283,7 +290,7 @@ impl Loader {
     ) -> Result<AttachReport, multi::MultiError> {
         let slot = kind as usize;
         if self.multi_programs[slot].is_none() {
-            let name = program_name(kind);
+            let name = program_name(kind, self.noop);
             self.multi_programs[slot] =
                 Some(multi::load_program(KERNEL_OBJECT, name, &self.map_fds)?);
         }
@@ -366,7 +373,7 @@ impl Loader {
         kind: ProbeKind,
         points: &[AttachPoint],
     ) -> Result<AttachReport, LoadError> {
-        let name = program_name(kind);
+        let name = program_name(kind, self.noop);
         let program_error = |source| LoadError::Program {
             program: name,
             source,
@@ -420,10 +427,12 @@ fn starts_with_vector_prefix(point: &AttachPoint) -> bool {
         .is_ok_and(|()| matches!(first[0], 0xc4 | 0xc5 | 0x62 | 0xf0))
 }
 
-fn program_name(kind: ProbeKind) -> &'static str {
-    match kind {
-        ProbeKind::Entry => ENTRY_PROGRAM,
-        ProbeKind::Return => RETURN_PROGRAM,
+fn program_name(kind: ProbeKind, noop: bool) -> &'static str {
+    match (kind, noop) {
+        (ProbeKind::Entry, false) => ENTRY_PROGRAM,
+        (ProbeKind::Return, false) => RETURN_PROGRAM,
+        (ProbeKind::Entry, true) => NOOP_ENTRY_PROGRAM,
+        (ProbeKind::Return, true) => NOOP_RETURN_PROGRAM,
     }
 }
 

@@ -96,6 +96,8 @@ pub struct Plan {
     /// `--stacks`, with its output files.
     pub stacks: Option<StackFiles>,
     pub interval: Option<Duration>,
+    /// Attach the do-nothing programs (benchmark floor).
+    pub noop: bool,
 }
 
 impl Plan {
@@ -155,6 +157,7 @@ impl Plan {
             latency: args.latency,
             stacks,
             interval: args.interval.map(Duration::from_secs),
+            noop: args.noop,
         })
     }
 }
@@ -204,7 +207,8 @@ fn kernel_config(
         flags: 0,
         ..Config::DEFAULT
     };
-    let aggregate_only = args.count || args.hist.is_some() || args.stacks;
+    let aggregate_only =
+        args.count || args.hist.is_some() || args.stacks || args.quiet || args.noop;
     if !aggregate_only {
         config.flags |= flags::EMIT_EVENTS;
     }

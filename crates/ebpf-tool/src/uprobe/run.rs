@@ -22,9 +22,12 @@ use crate::{
     symbolize::StackSymbolizer,
 };
 
-/// How often output is checked for a reader that went away, losses for news, new stacks
-/// symbolized, and the ring buffer drained even if a wake-up was missed.
+/// How often output is checked for a reader that went away, losses for news and new
+/// stacks symbolized.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the ring buffer is drained without a wake-up: the kernel side only wakes us
+/// once a batch is pending, so this bounds how late a lone event is printed.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
 /// At most one "events lost" warning per this long while running.
 const LOSS_WARNING_INTERVAL: Duration = Duration::from_secs(1);
 const STDOUT_BUFFER_BYTES: usize = 256 * 1024;
@@ -83,7 +86,7 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     out.out.flush()?;
 
     privilege::raise_memlock_limit();
-    let (mut loader, channels) = Loader::load(&plan.config, plan.functions.len())?;
+    let (mut loader, channels) = Loader::load(&plan.config, plan.functions.len(), plan.noop)?;
     let points: Vec<AttachPoint> = plan
         .functions
         .iter()
@@ -146,6 +149,8 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     };
     tokio::pin!(deadline);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+    drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interval = tokio::time::interval(plan.interval.unwrap_or(Duration::MAX / 4));
     interval.tick().await; // the first tick is immediate; tables start one interval in
     let mut lost_reported = 0;
@@ -161,11 +166,13 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
                 drain(guard.get_inner_mut(), &mut out, &plan, &mut summary)?;
                 guard.clear_ready();
             }
+            _ = drain_timer.tick(), if plan.per_event => {
+                drain(ring.get_mut(), &mut out, &plan, &mut summary)?;
+            }
             _ = housekeeping.tick() => {
                 if stdout_reader_gone() {
                     break Stop::StdoutClosed;
                 }
-                drain(ring.get_mut(), &mut out, &plan, &mut summary)?;
                 if let Some(symbolizer) = symbolizer.as_mut() {
                     symbolizer.update(&aggregates)?;
                 }
