@@ -16,13 +16,18 @@ pub const MAX_STR_ARGS: usize = 2;
 pub const STR_CAP: usize = 128;
 
 /// Size of the event ring buffer in bytes; a power of two and a multiple of the page size,
-/// as the kernel requires. 8 MiB holds about 70,000 records of slack for bursts.
-pub const EVENTS_RING_BYTES: u32 = 8 << 20;
+/// as the kernel requires. 2 MiB holds about 17,000 records: 17 ms at a million calls a
+/// second, several times the reader's wake-up interval. The reader's mapping of it counts
+/// twice in its memory, so bigger is not free.
+pub const EVENTS_RING_BYTES: u32 = 2 << 20;
+
+/// The ring buffer's size when a run prints no per-call lines (one page, the minimum).
+pub const EVENTS_RING_BYTES_UNUSED: u32 = 4096;
 
 /// Records wait in the ring buffer without waking the reader until this many bytes are
 /// pending; the reader also drains on a short timer. Waking a reader per record is what
 /// makes per-event tracers cost microseconds per call.
-pub const WAKEUP_BYTES: u64 = 1 << 20;
+pub const WAKEUP_BYTES: u64 = 256 << 10;
 
 /// Nesting depth of one thread's probed calls that `--ret`/`--latency` can pair up;
 /// deeper calls are still counted, but not timed.
@@ -33,13 +38,13 @@ pub const MAX_DEPTH: usize = 8;
 pub const HIST_BUCKETS: usize = 65;
 /// Slots after the buckets of each histogram: count, sum, min, max.
 pub const HIST_STATS: usize = 4;
-/// Slots per histogram in the `HISTS` array.
+/// Slots per histogram: one `HISTS` value is `[u64; HIST_SLOTS]`.
 pub const HIST_SLOTS: usize = HIST_BUCKETS + HIST_STATS;
 pub const HIST_COUNT: usize = HIST_BUCKETS;
 pub const HIST_SUM: usize = HIST_BUCKETS + 1;
 pub const HIST_MIN: usize = HIST_BUCKETS + 2;
 pub const HIST_MAX: usize = HIST_BUCKETS + 3;
-/// Which histogram of a function: `HISTS[(probe_id * HISTS_PER_PROBE + which) * HIST_SLOTS]`.
+/// Which histogram of a function: `HISTS[probe_id * HISTS_PER_PROBE + which]`.
 pub const HISTS_PER_PROBE: usize = 2;
 pub const HIST_LATENCY: usize = 0;
 pub const HIST_ARG: usize = 1;

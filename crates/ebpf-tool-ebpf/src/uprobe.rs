@@ -63,10 +63,11 @@ mod programs {
     #[map]
     static COUNTS: PerCpuHashMap<CountKey, u64> = PerCpuHashMap::with_max_entries(65536, 0);
 
-    /// Log2 histograms, `HISTS_PER_PROBE` per probe of `HIST_SLOTS` each (loader-sized).
+    /// Log2 histograms, `HISTS_PER_PROBE` per probe (loader-sized); one value is a whole
+    /// histogram so an update is one lookup.
     #[map]
-    static HISTS: PerCpuArray<u64> =
-        PerCpuArray::with_max_entries((HISTS_PER_PROBE * HIST_SLOTS) as u32, 0);
+    static HISTS: PerCpuArray<[u64; HIST_SLOTS]> =
+        PerCpuArray::with_max_entries(HISTS_PER_PROBE as u32, 0);
 
     /// User stacks for `--stacks` (loader-sized).
     #[map]
@@ -367,19 +368,24 @@ mod programs {
 
     #[inline(always)]
     fn hist_add(probe_id: u32, which: usize, value: u64) {
-        let base = (probe_id as usize * HISTS_PER_PROBE + which) * HIST_SLOTS;
-        let bump = |slot: usize, f: &dyn Fn(u64) -> u64| {
-            if let Some(p) = HISTS.get_ptr_mut((base + slot) as u32) {
-                // SAFETY: a per-CPU slot; preemption is off.
-                unsafe { *p = f(*p) };
-            }
+        let index = probe_id * HISTS_PER_PROBE as u32 + which as u32;
+        let Some(hist) = HISTS.get_ptr_mut(index) else {
+            return;
         };
-        bump(log2_bucket(value), &|n| n + 1);
-        bump(HIST_COUNT, &|n| n + 1);
-        bump(HIST_SUM, &|s| s.wrapping_add(value));
+        // SAFETY: this CPU's copy of the histogram; preemption is off.
+        let hist = unsafe { &mut *hist };
+        if let Some(bucket) = hist.get_mut(log2_bucket(value)) {
+            *bucket += 1;
+        }
+        hist[HIST_COUNT] += 1;
+        hist[HIST_SUM] = hist[HIST_SUM].wrapping_add(value);
         // Stored inverted so the zero a fresh slot starts with means "no minimum yet".
-        bump(HIST_MIN, &|m| if !value > m { !value } else { m });
-        bump(HIST_MAX, &|m| if value > m { value } else { m });
+        if !value > hist[HIST_MIN] {
+            hist[HIST_MIN] = !value;
+        }
+        if value > hist[HIST_MAX] {
+            hist[HIST_MAX] = value;
+        }
     }
 
     /// 0 for 0, else 1 + floor(log2(value)): bucket b holds [2^(b-1), 2^b).

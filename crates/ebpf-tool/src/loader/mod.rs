@@ -20,7 +20,8 @@ use aya::{
     },
 };
 use ebpf_tool_common::{
-    CONFIG_GLOBAL, Config, CountKey, HIST_SLOTS, HISTS_PER_PROBE, StackKey, lost, maps,
+    CONFIG_GLOBAL, Config, CountKey, EVENTS_RING_BYTES, EVENTS_RING_BYTES_UNUSED, HIST_SLOTS,
+    HISTS_PER_PROBE, StackKey, by, flags, lost, maps,
 };
 
 /// The kernel programs, built by build.rs from `crates/ebpf-tool-ebpf`.
@@ -34,6 +35,47 @@ const NOOP_RETURN_PROGRAM: &str = "noop_uretprobe";
 
 /// Distinct stacks kept under `--stacks`.
 const MAX_STACKS: u32 = 16384;
+/// Distinct (function, pid|tid|comm) keys `--count --by` can tell apart; more are counted
+/// as "not counted", never dropped silently.
+const MAX_COUNT_KEYS: u32 = 65536;
+/// Threads that can be inside probed calls at once under `--ret`/`--latency` (an LRU map).
+const MAX_THREADS_IN_CALLS: u32 = 16384;
+
+/// An `EbpfLoader` that does not parse the kernel's BTF.
+///
+/// `EbpfLoader::new()` in aya 0.14 eagerly reads and parses /sys/kernel/btf/vmlinux
+/// (~6 MB here: ~50 ms and ~10 MB of peak memory), before `.btf(None)` can say it is not
+/// needed; nothing in these programs uses CO-RE. So the loader is built while opening a
+/// file is impossible (RLIMIT_NOFILE lowered to the lowest free descriptor, for that one
+/// call on this thread before any other starts): the read fails at once, aya takes "no
+/// BTF", and the limit is put back.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit/dup/close on our own process with valid arguments.
+    let lowered = unsafe {
+        let lowest_free = libc::dup(0);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && lowest_free >= 0
+            && libc::close(lowest_free) == 0
+            && libc::setrlimit(
+                libc::RLIMIT_NOFILE,
+                &libc::rlimit {
+                    rlim_cur: lowest_free as libc::rlim_t,
+                    rlim_max: limit.rlim_max,
+                },
+            ) == 0
+    };
+    let mut loader = EbpfLoader::new();
+    if lowered {
+        // SAFETY: restores the limit read above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    }
+    loader.btf(None);
+    loader
+}
 
 /// Entry or return of a function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +138,7 @@ pub struct Aggregates {
     lost: PerCpuArray<MapData, u64>,
     func_counts: PerCpuArray<MapData, u64>,
     counts: PerCpuHashMap<MapData, CountKey, u64>,
-    hists: PerCpuArray<MapData, u64>,
+    hists: PerCpuArray<MapData, [u64; HIST_SLOTS]>,
     stacks: StackTraceMap<MapData>,
     stack_counts: PerCpuHashMap<MapData, StackKey, u64>,
     probes: usize,
@@ -139,23 +181,15 @@ impl Aggregates {
         Ok(rows)
     }
 
-    /// One histogram's slots on every CPU: `[cpu][slot]`, empty when it has no samples.
+    /// One histogram's slots on every CPU: `[cpu][slot]`.
     pub fn hist_slots(&self, probe: usize, which: usize) -> Result<Vec<Vec<u64>>, LoadError> {
-        let base = ((probe * HISTS_PER_PROBE + which) * HIST_SLOTS) as u32;
-        let count = self
+        let index = (probe * HISTS_PER_PROBE + which) as u32;
+        Ok(self
             .hists
-            .get(&(base + ebpf_tool_common::HIST_COUNT as u32), 0)?;
-        if count.iter().all(|&n| n == 0) {
-            return Ok(Vec::new());
-        }
-        let cpus = count.iter().count();
-        let mut per_cpu = vec![vec![0u64; HIST_SLOTS]; cpus];
-        for slot in 0..HIST_SLOTS as u32 {
-            for (cpu, value) in self.hists.get(&(base + slot), 0)?.iter().enumerate() {
-                per_cpu[cpu][slot as usize] = *value;
-            }
-        }
-        Ok(per_cpu)
+            .get(&index, 0)?
+            .iter()
+            .map(|slots| slots.to_vec())
+            .collect())
     }
 
     /// Calls per (probe, stack, pid).
@@ -211,18 +245,31 @@ impl Loader {
     /// With `noop`, the programs attached are ones that do nothing (benchmark floor).
     pub fn load(config: &Config, probes: usize, noop: bool) -> Result<(Self, Channels), LoadError> {
         let probes_u32 = probes.max(1) as u32;
-        let hist_slots = probes_u32 * (HISTS_PER_PROBE * HIST_SLOTS) as u32;
-        let stacks = config.flags & ebpf_tool_common::flags::STACKS != 0;
-        let stack_slots = if stacks { MAX_STACKS } else { 1 };
-        let mut ebpf = EbpfLoader::new()
-            // Nothing in the programs needs CO-RE relocation; skipping kernel BTF saves
-            // parsing several megabytes at start-up.
-            .btf(None)
+        let hists = probes_u32 * HISTS_PER_PROBE as u32;
+        let has = |flag: u32| config.flags & flag != 0;
+        // Maps a run does not use get one slot: big hash maps are preallocated, and
+        // creating a 65536-entry per-CPU one costs ~80 ms of start-up.
+        let sized = |used: bool, entries: u32| if used { entries } else { 1 };
+        let stack_slots = sized(has(flags::STACKS), MAX_STACKS);
+        let count_slots = sized(
+            has(flags::COUNT) && config.count_by != by::FUNC,
+            MAX_COUNT_KEYS,
+        );
+        let call_slots = sized(has(flags::PAIR_RETURNS), MAX_THREADS_IN_CALLS);
+        let ring_bytes = if has(flags::EMIT_EVENTS) {
+            EVENTS_RING_BYTES
+        } else {
+            EVENTS_RING_BYTES_UNUSED
+        };
+        let mut ebpf = loader_without_kernel_btf()
             .override_global(CONFIG_GLOBAL, config, true)
             .map_max_entries(maps::FUNC_COUNTS, probes_u32)
-            .map_max_entries(maps::HISTS, hist_slots)
+            .map_max_entries(maps::HISTS, hists)
+            .map_max_entries(maps::EVENTS, ring_bytes)
             .map_max_entries(maps::STACKS, stack_slots)
             .map_max_entries(maps::STACK_COUNTS, stack_slots)
+            .map_max_entries(maps::COUNTS, count_slots)
+            .map_max_entries(maps::CALLS, call_slots)
             .load(KERNEL_OBJECT)
             .map_err(LoadError::Object)?;
         let map_fds = ebpf

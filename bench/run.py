@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""ebpf-tool benchmark: what a probe costs the traced program, measured against the
+physical floor (a uprobe whose program does nothing) and against bpftrace, BCC and perf
+when they are installed. Prints a markdown report.
+
+    python3 bench/run.py [--calls N] [--repeat R] [--quick]
+
+Every row is measured the same way: the tracer is started, bench/target.c (built here)
+waits until the probe lands in its text (its first byte becomes 0xCC) to time start-up,
+then calls bench_fn N times and reports ns/call; the tracer is stopped and its output
+counted. Added cost = traced ns/call - untraced ns/call, taken as the median of R runs.
+Needs root. Rows for tools that are not installed are skipped with a note.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "target" / "bench"
+TOOL = ROOT / "target" / "release" / "ebpf-tool"
+TARGET = BUILD / "target"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def build():
+    BUILD.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PATH"] = f"{Path.home() / '.cargo' / 'bin'}:{env.get('PATH', '')}"
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "ebpf-tool"], cwd=ROOT, check=True, env=env)
+    sh(["cc", "-O2", "-o", str(TARGET), str(ROOT / "bench" / "target.c")])
+
+
+def run_target(mode, calls, rate=0):
+    out = sh([str(TARGET), mode, str(calls), str(rate)]).stdout
+    fields = dict(kv.split("=") for kv in out.split())
+    return float(fields["ns_per_call"])
+
+
+def proc_stat(pid):
+    """(cpu seconds, peak RSS in MB) of a live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(stat[11]) + int(stat[12])
+        status = Path(f"/proc/{pid}/status").read_text()
+        hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+        return ticks / os.sysconf("SC_CLK_TCK"), hwm / 1024
+    except (OSError, AttributeError, IndexError):
+        return 0.0, 0.0
+
+
+class Row:
+    def __init__(self, name, kind):
+        self.name, self.kind = name, kind
+        self.added, self.startup, self.rss, self.cpu, self.events, self.calls, self.note = (
+            [], [], [], [], [], [], "")
+
+
+def start_tracer(argv, out, err, pipe, env=None):
+    """Starts a tracer. With `pipe`, its stdout goes through a pipe to `cat` (as in
+    `tracer | cat > file`), the way per-event output is usually consumed."""
+    if not pipe:
+        return subprocess.Popen(argv, stdout=out, stderr=err, env=env, start_new_session=True), None
+    read_end, write_end = os.pipe()
+    cat = subprocess.Popen(["cat"], stdin=read_end, stdout=out)
+    tracer = subprocess.Popen(argv, stdout=write_end, stderr=err, env=env, start_new_session=True)
+    os.close(read_end)
+    os.close(write_end)
+    return tracer, cat
+
+
+def stop(tracer):
+    """Ctrl+C, as a user would; again if ignored (bpftrace sometimes misses the first),
+    then SIGKILL."""
+    for sig, patience in ((signal.SIGINT, 30), (signal.SIGINT, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(tracer.pid, sig)
+            tracer.wait(timeout=patience)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+
+
+def measure(name, kind, argv, calls, repeat, count_events=None, env=None, pipe=False):
+    """Runs tracer `argv` `repeat` times around the target; returns a Row.
+
+    count_events(stdout_text, stderr_text) -> number of events the tracer reported.
+    """
+    row = Row(name, kind)
+    for _ in range(repeat):
+        out = tempfile.TemporaryFile(mode="w+")
+        err = tempfile.TemporaryFile(mode="w+")
+        waiter = subprocess.Popen([str(TARGET), "wait", "30000"], stdout=subprocess.PIPE, text=True)
+        started = time.monotonic_ns()
+        tracer, cat = start_tracer(argv, out, err, pipe, env)
+        probed = waiter.communicate()[0]
+        at = int(probed.split("=")[1]) if "=" in probed else 0
+        if at == 0:
+            tracer.kill()
+            row.note = "never attached"
+            return row
+        row.startup.append((at - started) / 1e6)
+        time.sleep(0.2)
+        cpu0, _ = proc_stat(tracer.pid)
+        traced = run_target("fn", calls)
+        time.sleep(0.5)  # let the tracer drain
+        cpu1, rss = proc_stat(tracer.pid)
+        t_stop = time.monotonic()
+        stop(tracer)
+        row.detach_s = time.monotonic() - t_stop
+        if cat:
+            cat.wait(timeout=60)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+        row.added.append(traced - BASELINE)
+        row.rss.append(rss)
+        workload_s = traced * calls / 1e9
+        row.cpu.append(100.0 * (cpu1 - cpu0) / max(workload_s + 0.5, 1e-9))
+        row.calls.append(calls)
+        if count_events:
+            row.events.append(count_events(stdout, stderr))
+    return row
+
+
+def ebpf_tool(*args):
+    return [str(TOOL), "uprobe", str(TARGET), "bench_fn", *args]
+
+
+def count_lines(stdout, _stderr):
+    return sum(1 for line in stdout.splitlines() if line.startswith("uprobe triggered!"))
+
+
+def count_ebpf_table(stdout, _stderr):
+    match = re.search(r"^bench_fn\s+(\d+)$", stdout, re.M)
+    return int(match.group(1)) if match else 0
+
+
+def count_hist(stdout, _stderr):
+    match = re.search(r"latency: count=(\d+)", stdout)
+    return int(match.group(1)) if match else 0
+
+
+def count_bpftrace_printf(stdout, _stderr):
+    return stdout.count("hit ")
+
+
+def count_bpftrace_map(stdout, _stderr):
+    match = re.search(r"@\w*: (\d+)", stdout)
+    return int(match.group(1)) if match else 0
+
+
+def count_funccount(stdout, _stderr):
+    match = re.search(r"bench_fn\s+(\d+)", stdout)
+    return int(match.group(1)) if match else 0
+
+
+def count_hist_total(stdout, _stderr):
+    return sum(int(n) for n in re.findall(r":\s+(\d+)\s+\|", stdout))
+
+
+def tool_rows(calls, repeat):
+    rows = []
+    rows.append(measure("floor: no-op uprobe", "entry", ebpf_tool("--noop"), calls, repeat))
+    rows.append(measure("floor: no-op uprobe + uretprobe", "pair", ebpf_tool("--noop", "--ret"), calls, repeat))
+    rows.append(measure("ebpf-tool --count", "entry", ebpf_tool("--count"), calls, repeat, count_ebpf_table))
+    rows.append(measure("ebpf-tool --latency -q (in-kernel hist)", "pair", ebpf_tool("--latency", "-q"), calls, repeat, count_hist))
+    rows.append(measure("ebpf-tool (one line per call, to a pipe)", "entry", ebpf_tool(), calls, repeat, count_lines,
+                        pipe=True))
+    rows.append(measure("ebpf-tool --json (to a pipe)", "entry", ebpf_tool("--json"), calls, repeat,
+                        lambda o, e: o.count('"type":"call"'), pipe=True))
+    return rows
+
+
+def other_rows(calls, repeat):
+    rows, notes = [], []
+    target = str(TARGET)
+    if shutil.which("bpftrace"):
+        bt = lambda prog: ["bpftrace", "-e", prog]
+        rows.append(measure("bpftrace count()", "entry", bt(f"uprobe:{target}:bench_fn {{ @ = count(); }}"),
+                            calls, repeat, count_bpftrace_map))
+        rows.append(measure("bpftrace hist(latency)", "pair",
+                            bt(f"uprobe:{target}:bench_fn {{ @s[tid] = nsecs; }} "
+                               f"uretprobe:{target}:bench_fn /@s[tid]/ {{ @h = hist(nsecs - @s[tid]); delete(@s[tid]); }}"),
+                            calls, repeat, count_hist_total))
+        rows.append(measure("bpftrace printf (to a pipe)", "entry",
+                            bt(f"uprobe:{target}:bench_fn {{ printf(\"hit %d\\n\", pid); }}"),
+                            calls, repeat, count_bpftrace_printf, pipe=True))
+    else:
+        notes.append("bpftrace not installed (apt-get install bpftrace): its rows are skipped")
+    funccount = shutil.which("funccount-bpfcc")
+    bcc_error = None
+    if funccount:
+        # BCC compiles its programs at run time against kernel headers; without headers
+        # for the running kernel it exits at once.
+        try:
+            probe = subprocess.run([funccount, "-d", "1", f"{target}:bench_fn"], capture_output=True, text=True,
+                                   timeout=60)
+            if probe.returncode != 0:
+                bcc_error = (probe.stderr.strip().splitlines() or ["failed"])[-1]
+        except subprocess.TimeoutExpired:
+            bcc_error = "did not finish in 60 s"
+    if funccount and bcc_error:
+        notes.append(f"BCC is installed but cannot run here ({bcc_error}): its rows are skipped")
+    elif funccount:
+        rows.append(measure("BCC funccount", "entry", [funccount, f"{target}:bench_fn"], calls, repeat, count_funccount))
+        rows.append(measure("BCC funclatency", "pair", [shutil.which("funclatency-bpfcc"), f"{target}:bench_fn"],
+                            calls, repeat, count_hist_total))
+        rows.append(measure("BCC trace (to a pipe)", "entry", [shutil.which("trace-bpfcc"), f"{target}:bench_fn"],
+                            calls, repeat, lambda o, e: max(0, len(o.splitlines()) - 1), pipe=True))
+    else:
+        notes.append("BCC not installed (apt-get install bpfcc-tools): its rows are skipped")
+    return rows, notes
+
+
+def paced(calls_per_rate, rates):
+    """Events delivered vs calls at a fixed call rate, per-event mode to a pipe."""
+    table = []
+    for rate in rates:
+        calls = min(calls_per_rate, rate * 2)
+        err = tempfile.TemporaryFile(mode="w+")
+        out = tempfile.TemporaryFile(mode="w+")
+        tracer, cat = start_tracer(ebpf_tool(), out, err, pipe=True)
+        subprocess.run([str(TARGET), "wait", "60000"], capture_output=True)
+        time.sleep(0.2)
+        cpu0, _ = proc_stat(tracer.pid)
+        ns = run_target("fn", calls, rate)
+        time.sleep(0.5)
+        stop(tracer)
+        cat.wait(timeout=60)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+        got = count_lines(stdout, stderr)
+        lost = re.search(r"(\d+) lost", stderr)
+        table.append((rate, calls, got, int(lost.group(1)) if lost else -1, ns))
+    return table
+
+
+def attach_detach(pattern, mode):
+    """Seconds from exec to attached, and from SIGINT to exit, for a glob over libc."""
+    env = dict(os.environ, EBPF_TOOL_ATTACH=mode)
+    started = time.monotonic()
+    tracer = subprocess.Popen([str(TOOL), "uprobe", "libc", pattern, "--count"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    attached_at = None
+    functions = 0
+    for line in tracer.stdout:
+        m = re.search(r"matches (\d+) functions", line)
+        if m:
+            functions = int(m.group(1))
+        if line.startswith("Uprobe attached successfully"):
+            attached_at = time.monotonic()
+            break
+    if attached_at is None:
+        tracer.kill()
+        return None
+    stop = time.monotonic()
+    tracer.send_signal(signal.SIGINT)
+    tracer.communicate(timeout=1200)
+    return functions, attached_at - started, time.monotonic() - stop
+
+
+def fmt(values, digits=0):
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    return f"{med:.{digits}f}" if len(values) == 1 else f"{med:.{digits}f} (min {min(values):.{digits}f})"
+
+
+def main():
+    global BASELINE
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="fewer calls and repeats, no perf-event detach row")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.repeat = 300_000, 1
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (it loads eBPF programs)")
+    build()
+    BASELINE = statistics.median(run_target("fn", args.calls) for _ in range(5))
+
+    rows = tool_rows(args.calls, args.repeat)
+    others, notes = other_rows(args.calls, args.repeat)
+    rows += others
+    floors = {r.kind: statistics.median(r.added) for r in rows if r.name.startswith("floor") and r.added}
+
+    kernel = os.uname().release
+    print(f"## Benchmark ({time.strftime('%Y-%m-%d')}, kernel {kernel}, {os.cpu_count()} CPUs)\n")
+    print(f"Untraced bench_fn: {BASELINE:.1f} ns/call. {args.calls} calls per run, median of {args.repeat} runs.\n")
+    print("| tracer | added ns/call | × floor | events / calls | start-up ms | peak RSS MB | tracer CPU % | detach s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if not r.added:
+            print(f"| {r.name} | {r.note or 'failed'} | | | | | | |")
+            continue
+        added = statistics.median(r.added)
+        ratio = added / floors[r.kind] if r.kind in floors else float("nan")
+        events = f"{min(r.events)}/{r.calls[0]}" if r.events else "-"
+        print(f"| {r.name} | {fmt(r.added)} | {ratio:.2f}× | {events} | {fmt(r.startup)} | {fmt(r.rss, 1)} | "
+              f"{fmt(r.cpu)} | {getattr(r, 'detach_s', 0):.2f} |")
+    for note in notes:
+        print(f"\n_{note}._")
+
+    print("\n### Loss at paced call rates (one line per call, to a pipe)\n")
+    print("| calls/s | calls | events printed | lost (reported) |")
+    print("|---|---|---|---|")
+    for rate, calls, got, lost, _ in paced(args.calls, [10_000, 100_000, 1_000_000]):
+        print(f"| {rate:,} | {calls:,} | {got:,} | {lost} |")
+
+    print("\n### Attaching many functions: every function of libc (`libc '*' --count`)\n")
+    print("| attach mode | functions | exec → attached s | detach s |")
+    print("|---|---|---|---|")
+    result = attach_detach("*", "multi")
+    if result:
+        print(f"| uprobe_multi (default) | {result[0]} | {result[1]:.2f} | {result[2]:.2f} |")
+    pattern = "str*" if args.quick else "*"
+    result = attach_detach(pattern, "perf")
+    if result:
+        print(f"| one perf-event link each (`{pattern}`) | {result[0]} | {result[1]:.2f} | {result[2]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
