@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod events;
+pub mod kernel;
 pub mod loader;
 pub mod output;
 pub mod privilege;

@@ -16,7 +16,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", one_line(&err));
+            // Errors quote paths and names, which may hold control characters.
+            eprintln!(
+                "error: {}",
+                ebpf_tool::output::escape::printable(&one_line(&err))
+            );
             ExitCode::FAILURE
         }
     }

@@ -36,6 +36,13 @@ pub fn write_printable(out: &mut impl Write, text: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `text` with control characters as `\\xNN`, for paths and names in status lines.
+pub fn printable(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    write_printable(&mut out, text).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("write_printable writes UTF-8")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,8 @@ pub struct ElfContents {
     pub symtab: Vec<RawSymbol>,
     pub dynsym: Vec<RawSymbol>,
     pub pointers: DebugPointers,
+    /// Built by the Go toolchain (it leaves `.go.buildinfo` / `.gopclntab`).
+    pub go: bool,
 }
 
 /// Why an image could not be read.
@@ -106,11 +108,15 @@ pub fn parse(data: &[u8]) -> Result<ElfContents, ElfError> {
             .and_then(|section| section.data().ok())
             .map(<[u8]>::to_vec),
     };
+    let go = [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
+        .iter()
+        .any(|name| file.section_by_name(name).is_some());
     Ok(ElfContents {
         text,
         symtab,
         dynsym,
         pointers,
+        go,
     })
 }
 

@@ -146,6 +146,7 @@ pub struct Symbols {
     non_functions: Vec<(String, &'static str)>,
     searched: Vec<SymbolSource>,
     build_id: Option<String>,
+    go: bool,
 }
 
 impl Symbols {
@@ -173,6 +174,7 @@ impl Symbols {
             non_functions: Vec::new(),
             searched: Vec::new(),
             build_id: debuginfo::build_id_hex(&main.pointers),
+            go: main.go,
         };
         symbols.add(&main.symtab, SymbolSource::Symtab);
         symbols.add(&main.dynsym, SymbolSource::Dynsym);
@@ -236,6 +238,11 @@ impl Symbols {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// True for a program built by the Go toolchain.
+    pub fn is_go(&self) -> bool {
+        self.go
     }
 
     /// Every function, sorted by name.

@@ -44,6 +44,10 @@ pub enum PlanError {
         "--ret and --latency need probes at function entries; '{label}' is inside its function (a uretprobe there would pair with the wrong call)"
     )]
     ReturnNeedsEntry { label: String },
+    #[error(
+        "{path} is a Go program: --ret and --latency need uretprobes, which rewrite return addresses on the stack, and Go moves goroutine stacks, which would crash it; trace entries only (arguments, --count, --hist, --stacks)"
+    )]
+    GoReturnProbes { path: PathBuf },
     #[error("{path} already exists; remove it or choose another name (it is never overwritten)")]
     OutputExists { path: PathBuf },
     #[error("cannot create {path}: {source}")]
@@ -116,6 +120,9 @@ impl Plan {
         let binary = resolve_binary(&args.binary, pid)?;
         let symbols = Symbols::read(&binary)?;
         let function_arg = args.function.clone().unwrap_or_default();
+        if config.flags & flags::PAIR_RETURNS != 0 && symbols.is_go() {
+            return Err(PlanError::GoReturnProbes { path: binary });
+        }
         let resolution = symbols.resolve(&function_arg)?;
         let functions = resolution.functions;
         if config.flags & flags::PAIR_RETURNS != 0

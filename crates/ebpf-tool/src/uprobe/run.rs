@@ -15,9 +15,9 @@ use tokio::{
 
 use super::{Plan, report};
 use crate::{
-    events,
+    events, kernel,
     loader::{AttachPoint, Loader, ProbeKind},
-    output::{json, text},
+    output::{escape::printable, json, text},
     privilege,
     symbolize::StackSymbolizer,
 };
@@ -74,6 +74,8 @@ impl Output {
 
 async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     privilege::check()?;
+    let kernel_version = kernel::KernelVersion::current();
+    kernel::check(kernel_version)?;
     // Installed before attaching so a signal during start-up also detaches cleanly.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -83,6 +85,15 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     };
 
     announce(&mut out, &plan)?;
+    if plan.attach_return {
+        for warning in kernel::return_probe_warnings(kernel_version) {
+            out.out.flush()?;
+            eprintln!("ebpf-tool: warning: {warning}");
+        }
+    }
+    if plan.functions.len() > 1 && !kernel::has_uprobe_multi(kernel_version) {
+        out.status("Note: this kernel has no uprobe_multi link (Linux 6.6+): one link per function, slower to attach and detach")?;
+    }
     out.out.flush()?;
 
     privilege::raise_memlock_limit();
@@ -108,7 +119,11 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
             return Err(report.failed.swap_remove(0).1.into());
         }
         for (index, why) in &report.failed {
-            out.status(&format!("Skipped {}: {why}", plan.labels[*index]))?;
+            out.status(&format!(
+                "Skipped {}: {}",
+                printable(&plan.labels[*index]),
+                printable(&why.to_string())
+            ))?;
         }
         log::debug!(
             "{kind:?}: {} probes attached in {:?} ({})",
@@ -229,16 +244,19 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
 
 /// The opening lines, as the spec gives them, plus where the function really is.
 fn announce(out: &mut Output, plan: &Plan) -> io::Result<()> {
+    // Paths and names may come from anywhere (a hostile symlink, a symbol table): shown
+    // with control characters escaped.
     out.status(&format!(
         "Attaching uprobe to {}:{}",
-        plan.binary_arg, plan.function_arg
+        printable(&plan.binary_arg),
+        printable(&plan.function_arg)
     ))?;
     const SHOWN: usize = 10;
-    for function in plan.functions.iter().take(SHOWN) {
+    let binary = printable(&plan.binary.to_string_lossy());
+    for (function, label) in plan.functions.iter().zip(&plan.labels).take(SHOWN) {
         out.status(&format!(
-            "Resolved {} in {} at file offset {:#x}",
-            function.label(),
-            plan.binary.display(),
+            "Resolved {} in {binary} at file offset {:#x}",
+            printable(label),
             function.file_offset
         ))?;
     }
@@ -249,7 +267,7 @@ fn announce(out: &mut Output, plan: &Plan) -> io::Result<()> {
         ))?;
     }
     for note in &plan.notes {
-        out.status(&format!("Note: {note}"))?;
+        out.status(&format!("Note: {}", printable(note)))?;
     }
     if let Some(pid) = plan.pid {
         out.status(&format!("Only process {pid}"))?;

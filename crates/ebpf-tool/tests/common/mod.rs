@@ -63,6 +63,30 @@ pub fn build_rust_fixture(mangling: &str) -> PathBuf {
     build_fixture("rustc", "rust_fixture.rs", &flags)
 }
 
+/// Builds `tests/fixtures/go_fixture.go` with the Go toolchain (Debian's golang-go).
+pub fn build_go_fixture() -> PathBuf {
+    let out =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("go_fixture-{}", std::process::id()));
+    if !out.exists() {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/go_fixture.go");
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache");
+        let partial = out.with_extension("partial");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&partial)
+            .arg(&source)
+            .env("GOCACHE", &cache)
+            .env("GOPATH", cache.join("gopath"))
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .status()
+            .expect("run go (scripts/setup.sh installs golang-go)");
+        assert!(status.success(), "go build failed");
+        std::fs::rename(&partial, &out).unwrap();
+    }
+    out
+}
+
 fn build_fixture(compiler: &str, file: &str, flags: &[&str]) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
