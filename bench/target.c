@@ -6,6 +6,8 @@
  *           malloc   malloc(64)+free N times
  *           wait     wait until bench_fn's first byte becomes 0xCC (a uprobe installed in
  *                    this process's text), print CLOCK_MONOTONIC ns at that moment, exit
+ *           malloc-for  wait (up to 30 s) until malloc is probed in this process, then call
+ *                    malloc(64)+free for N seconds as fast as possible; print calls made
  *     RATE  calls per second to pace at (0 = as fast as possible)
  *
  * Output (one line): "calls=N ns_per_call=X elapsed_ns=E"  or  "probed_at_ns=T".
@@ -39,7 +41,7 @@ static uint64_t now_ns(void) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s fn|malloc|wait N [RATE]\n", argv[0]);
+        fprintf(stderr, "usage: %s fn|malloc|wait|malloc-for N [RATE]\n", argv[0]);
         return 2;
     }
     const char *mode = argv[1];
@@ -55,6 +57,26 @@ int main(int argc, char **argv) {
             }
         }
         printf("probed_at_ns=%llu\n", (unsigned long long)now_ns());
+        return 0;
+    }
+    if (strcmp(mode, "malloc-for") == 0) {
+        volatile unsigned char *text = (volatile unsigned char *)(uintptr_t)&malloc;
+        uint64_t deadline = now_ns() + 30000000000ull;
+        while (*text != 0xCC) {
+            if (now_ns() > deadline) {
+                printf("calls=0 never probed\n");
+                return 1;
+            }
+        }
+        uint64_t start = now_ns(), end = start + n * 1000000000ull, calls = 0;
+        while ((calls & 1023) || now_ns() < end) {
+            void *p = malloc(64);
+            __asm__ volatile("" : : "r"(p) : "memory");
+            free(p);
+            calls++;
+        }
+        printf("calls=%llu ns_per_call=%.1f elapsed_ns=%llu\n", (unsigned long long)calls,
+               (double)(now_ns() - start) / (double)calls, (unsigned long long)(now_ns() - start));
         return 0;
     }
     uint64_t sink = 0;

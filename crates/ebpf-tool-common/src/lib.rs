@@ -114,7 +114,8 @@ pub const CONFIG_GLOBAL: &str = "CONFIG";
 pub struct Config {
     /// Right-hand side of the argument filter.
     pub arg_filter_value: u64,
-    /// ebpf-tool's own tgid: its calls are never reported.
+    /// ebpf-tool's own tgid, whose calls are never reported; 0 when ebpf-tool cannot call
+    /// the traced file at all (it does not map it), which spares the hot path a helper.
     pub tool_tgid: u32,
     /// Only this thread group, when non-zero.
     pub target_tgid: u32,
@@ -133,6 +134,9 @@ pub struct Config {
     /// Argument indexes read as strings: `str_args[i]` for `i < str_arg_count`.
     pub str_arg_count: u32,
     pub str_args: [u32; MAX_STR_ARGS],
+    /// How many functions are probed; with one, its id is 0 and no cookie is read.
+    pub probes: u32,
+    pub _pad: u32,
     /// The comm to match under `FILTER_COMM`, NUL-padded.
     pub comm: [u8; COMM_LEN],
 }
@@ -151,6 +155,8 @@ impl Config {
         hist_arg_index: 0,
         str_arg_count: 0,
         str_args: [0; MAX_STR_ARGS],
+        probes: 1,
+        _pad: 0,
         comm: [0; COMM_LEN],
     };
 }
@@ -208,7 +214,7 @@ pub const CALL_EVENT_WITH_STRINGS_SIZE: usize = core::mem::size_of::<CallEventWi
 // No padding: the sum of the fields is the size of the struct.
 const _: () = assert!(CALL_EVENT_SIZE == 8 + 8 * MAX_ARGS + 8 + 8 + 4 * 6 + COMM_LEN);
 const _: () = assert!(CALL_EVENT_WITH_STRINGS_SIZE == CALL_EVENT_SIZE + STR_CAP * MAX_STR_ARGS);
-const _: () = assert!(core::mem::size_of::<Config>() == 8 + 4 * 10 + 4 * MAX_STR_ARGS + COMM_LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 8 + 4 * 12 + 4 * MAX_STR_ARGS + COMM_LEN);
 
 /// One call saved at entry until its return (`--ret`, `--latency`).
 #[repr(C)]

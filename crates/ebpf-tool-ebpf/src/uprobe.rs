@@ -92,7 +92,7 @@ mod programs {
     #[inline(always)]
     fn task_wanted(tgid: u32, tid: u32) -> bool {
         let cfg = config();
-        if tgid == cfg.tool_tgid {
+        if cfg.tool_tgid != 0 && tgid == cfg.tool_tgid {
             return false; // never trace ourselves
         }
         if cfg.target_tgid != 0 && tgid != cfg.target_tgid {
@@ -150,35 +150,47 @@ mod programs {
 
     #[uprobe]
     pub fn hello_uprobe(ctx: ProbeContext) -> u32 {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+        // Each step runs only when this run's CONFIG needs it; the verifier prunes the
+        // rest, so `--count` on one function costs little more than the floor.
+        let (tgid, tid) = if needs_task_ids() {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            ((pid_tgid >> 32) as u32, pid_tgid as u32)
+        } else {
+            (0, 0)
+        };
         if !task_wanted(tgid, tid) {
             return 0;
         }
         let probe_id = cookie(&ctx);
-        let args = read_args(&ctx);
+        let args = if needs_args() { read_args(&ctx) } else { [0; MAX_ARGS] };
         let wanted = arg_wanted(&args);
-        let stack_id = if wanted {
-            aggregate_entry(&ctx, probe_id, tgid, tid, &args)
-        } else {
-            -1
-        };
+        let stack_id = if wanted { aggregate_entry(&ctx, probe_id, tgid, tid, &args) } else { -1 };
         if has(flags::PAIR_RETURNS) {
             push_frame(tid, &args, wanted, stack_id);
             return 0;
         }
         if wanted && has(flags::EMIT_EVENTS) {
-            let call = Call {
-                kind: KIND_ENTRY,
-                tgid,
-                tid,
-                probe_id,
-                stack_id,
-                ..Call::new(args)
-            };
+            let call = Call { kind: KIND_ENTRY, tgid, tid, probe_id, stack_id, ..Call::new(args) };
             emit(&call);
         }
         0
+    }
+
+    /// Whether anything in this run looks at the task's ids.
+    #[inline(always)]
+    fn needs_task_ids() -> bool {
+        let cfg = config();
+        cfg.tool_tgid != 0
+            || cfg.target_tgid != 0
+            || cfg.target_tid != 0
+            || cfg.flags & (flags::EMIT_EVENTS | flags::PAIR_RETURNS | flags::STACKS) != 0
+            || (cfg.flags & flags::COUNT != 0 && cfg.count_by != by::FUNC)
+    }
+
+    /// Whether anything in this run looks at the argument registers.
+    #[inline(always)]
+    fn needs_args() -> bool {
+        config().flags & (flags::EMIT_EVENTS | flags::FILTER_ARG | flags::HIST_ARG) != 0
     }
 
     #[uretprobe]
@@ -252,6 +264,9 @@ mod programs {
 
     #[inline(always)]
     fn cookie<C: EbpfContext>(ctx: &C) -> u32 {
+        if config().probes <= 1 {
+            return 0;
+        }
         // SAFETY: the helper only reads the program context it is given.
         unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
     }

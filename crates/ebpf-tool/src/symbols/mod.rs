@@ -166,7 +166,14 @@ impl Symbols {
         // SAFETY: the mapping is private and read-only; a file changed underneath us can
         // only give wrong symbols, which the ELF parser bounds-checks.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
-        let main = elf::parse(&map).map_err(|e| elf_error(path, e))?;
+        Self::from_image(path, &map, debug_root)
+    }
+
+    /// Reads the symbols of an ELF image already in memory (`path` names it in messages
+    /// and locates debug files). Never panics on malformed input: the fuzz target and
+    /// the corrupt-file tests call this.
+    pub fn from_image(path: &Path, image: &[u8], debug_root: &Path) -> Result<Self, SymbolError> {
+        let main = elf::parse(image).map_err(|e| elf_error(path, e))?;
         let mut symbols = Symbols {
             path: path.to_owned(),
             text: main.text.clone(),

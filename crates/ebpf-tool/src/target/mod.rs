@@ -100,6 +100,34 @@ pub fn resolve_for_process(binary: &str, pid: u32) -> Result<PathBuf, TargetErro
     Ok(path)
 }
 
+/// True when this process has `path` mapped (it is our own libc, say), so our own calls
+/// could hit a probe on it and must be filtered out.
+pub fn mapped_by_self(path: &Path) -> bool {
+    let Ok(meta) = fs::metadata(path) else {
+        return true; // unknown: filter to be safe
+    };
+    let Ok(maps) = fs::read_to_string("/proc/self/maps") else {
+        return true;
+    };
+    maps.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(3);
+        let (Some(dev), Some(inode)) = (fields.next(), fields.next()) else {
+            return false;
+        };
+        let Some((major, minor)) = dev.split_once(':') else {
+            return false;
+        };
+        let (Ok(major), Ok(minor), Ok(inode)) = (
+            u32::from_str_radix(major, 16),
+            u32::from_str_radix(minor, 16),
+            inode.parse::<u64>(),
+        ) else {
+            return false;
+        };
+        inode == meta.ino() && libc::makedev(major, minor) == meta.dev()
+    })
+}
+
 /// True when both paths name one inode.
 fn same_file(a: &Path, b: &Path) -> bool {
     match (fs::metadata(a), fs::metadata(b)) {

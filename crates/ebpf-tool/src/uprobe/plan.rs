@@ -136,6 +136,11 @@ impl Plan {
         if functions.iter().all(FunctionSymbol::at_entry) {
             config.flags |= flags::CALLER_AT_ENTRY;
         }
+        config.probes = functions.len() as u32;
+        if !target::mapped_by_self(&binary) {
+            // ebpf-tool cannot call into a file it has not mapped: no self-filter needed.
+            config.tool_tgid = 0;
+        }
         let stacks = if args.stacks {
             Some(StackFiles {
                 folded: args.folded.as_deref().map(create_new).transpose()?,
