@@ -162,15 +162,30 @@ mod programs {
             return 0;
         }
         let probe_id = cookie(&ctx);
-        let args = if needs_args() { read_args(&ctx) } else { [0; MAX_ARGS] };
+        let args = if needs_args() {
+            read_args(&ctx)
+        } else {
+            [0; MAX_ARGS]
+        };
         let wanted = arg_wanted(&args);
-        let stack_id = if wanted { aggregate_entry(&ctx, probe_id, tgid, tid, &args) } else { -1 };
+        let stack_id = if wanted {
+            aggregate_entry(&ctx, probe_id, tgid, tid, &args)
+        } else {
+            -1
+        };
         if has(flags::PAIR_RETURNS) {
             push_frame(tid, &args, wanted, stack_id);
             return 0;
         }
         if wanted && has(flags::EMIT_EVENTS) {
-            let call = Call { kind: KIND_ENTRY, tgid, tid, probe_id, stack_id, ..Call::new(args) };
+            let call = Call {
+                kind: KIND_ENTRY,
+                tgid,
+                tid,
+                probe_id,
+                stack_id,
+                ..Call::new(args)
+            };
             emit(&call);
         }
         0

@@ -32,8 +32,18 @@ impl Rng {
 /// Everything the resolver does with a file, on one image; Err(description) on a panic.
 fn exercise(image: &[u8]) -> Result<(), String> {
     catch_unwind(AssertUnwindSafe(|| {
-        if let Ok(symbols) = Symbols::from_image(Path::new("corrupt"), image, Path::new("/nonexistent")) {
-            for spec in ["main", "fixture_target", "*", "fixture_*+1", "0x1000", "geo::scale", "malloc"] {
+        if let Ok(symbols) =
+            Symbols::from_image(Path::new("corrupt"), image, Path::new("/nonexistent"))
+        {
+            for spec in [
+                "main",
+                "fixture_target",
+                "*",
+                "fixture_*+1",
+                "0x1000",
+                "geo::scale",
+                "malloc",
+            ] {
                 let _ = symbols.resolve(spec).map(|r| r.functions.len());
             }
             let _ = symbols.list(Some("a*")).len();
@@ -71,11 +81,15 @@ fn crafted(original: &[u8]) -> Vec<(String, Vec<u8>)> {
         f(&mut image);
         out.push((name.to_owned(), image));
     };
-    edit("section table past the end", &|i| le64(i, 0x28, u64::MAX - 64));
+    edit("section table past the end", &|i| {
+        le64(i, 0x28, u64::MAX - 64)
+    });
     edit("huge section count", &|i| le16(i, 0x3c, u16::MAX));
     edit("huge program header count", &|i| le16(i, 0x38, u16::MAX));
     edit("program headers past the end", &|i| le64(i, 0x20, 1 << 40));
-    edit("string table index out of range", &|i| le16(i, 0x3e, u16::MAX));
+    edit("string table index out of range", &|i| {
+        le16(i, 0x3e, u16::MAX)
+    });
     edit("wrong entry sizes", &|i| {
         le16(i, 0x3a, 1);
         le16(i, 0x36, 3);
@@ -85,11 +99,19 @@ fn crafted(original: &[u8]) -> Vec<(String, Vec<u8>)> {
         if header + 64 > original.len() {
             break;
         }
-        edit(&format!("section {section} offset past the end"), &|i| le64(i, header + 0x18, u64::MAX / 2));
-        edit(&format!("section {section} size huge"), &|i| le64(i, header + 0x20, u64::MAX / 2));
+        edit(&format!("section {section} offset past the end"), &|i| {
+            le64(i, header + 0x18, u64::MAX / 2)
+        });
+        edit(&format!("section {section} size huge"), &|i| {
+            le64(i, header + 0x20, u64::MAX / 2)
+        });
         // sh_link pointing at itself: a symbol table that is its own string table.
-        edit(&format!("section {section} linked to itself"), &|i| le32(i, header + 0x28, section as u32));
-        edit(&format!("section {section} entry size 1"), &|i| le64(i, header + 0x38, 1));
+        edit(&format!("section {section} linked to itself"), &|i| {
+            le32(i, header + 0x28, section as u32)
+        });
+        edit(&format!("section {section} entry size 1"), &|i| {
+            le64(i, header + 0x38, 1)
+        });
     }
     out
 }
@@ -115,7 +137,10 @@ fn corrupt_elf_files_give_errors_never_panics() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for (n, original) in sources.iter().enumerate() {
         // Truncations: every length up to 4 KiB, then spread over the file.
-        for len in (0..4096.min(original.len())).step_by(7).chain((0..original.len()).step_by(original.len() / 200 + 1)) {
+        for len in (0..4096.min(original.len()))
+            .step_by(7)
+            .chain((0..original.len()).step_by(original.len() / 200 + 1))
+        {
             check(format!("source {n} cut at {len}"), &original[..len]);
         }
         // Bit flips: one, and a burst of 64, at random places (headers weighted in).
@@ -123,7 +148,11 @@ fn corrupt_elf_files_give_errors_never_panics() {
             let mut image = original.clone();
             let flips = if round % 2 == 0 { 1 } else { 64 };
             for _ in 0..flips {
-                let at = if rng.below(3) == 0 { rng.below(256.min(image.len())) } else { rng.below(image.len()) };
+                let at = if rng.below(3) == 0 {
+                    rng.below(256.min(image.len()))
+                } else {
+                    rng.below(image.len())
+                };
                 image[at] ^= 1 << rng.below(8);
             }
             check(format!("source {n} flip round {round}"), &image);
@@ -136,6 +165,14 @@ fn corrupt_elf_files_give_errors_never_panics() {
     let mut with_garbage = sources[0].clone();
     with_garbage.extend_from_slice(b"\xfd7zXZ\x00garbage");
     check("garbage xz".into(), &with_garbage);
-    eprintln!("tried {tried} corrupt ELF inputs in {:.1} s", started.elapsed().as_secs_f64());
-    assert!(failures.is_empty(), "{} of {tried} inputs panicked: {:#?}", failures.len(), &failures[..failures.len().min(10)]);
+    eprintln!(
+        "tried {tried} corrupt ELF inputs in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {tried} inputs panicked: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
 }

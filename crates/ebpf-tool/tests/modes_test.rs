@@ -444,17 +444,34 @@ fn interval_prints_cumulative_tables_while_running() {
         return;
     }
     let fixture = target_fixture();
-    let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_target", "--count", "--interval", "1"]);
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_target",
+        "--count",
+        "--interval",
+        "1",
+    ]);
     run_fixture(&fixture, "calls", 8);
     let mut tracer = tracer;
     // Two interval tables, both showing the 8 calls made before them.
     tracer.wait_for_line("(cumulative) ---", std::time::Duration::from_secs(5));
     std::thread::sleep(std::time::Duration::from_millis(1300));
     let lines = tracer.interrupt().ok();
-    let headers = lines.iter().filter(|l| l.ends_with("(cumulative) ---")).count();
+    let headers = lines
+        .iter()
+        .filter(|l| l.ends_with("(cumulative) ---"))
+        .count();
     assert!(headers >= 2, "{lines:?}");
-    let rows = lines.iter().filter(|l| l.split_whitespace().eq(["fixture_target", "8"])).count();
-    assert_eq!(rows, headers + 1, "every interval table and the final one: {lines:?}");
+    let rows = lines
+        .iter()
+        .filter(|l| l.split_whitespace().eq(["fixture_target", "8"]))
+        .count();
+    assert_eq!(
+        rows,
+        headers + 1,
+        "every interval table and the final one: {lines:?}"
+    );
 }
 
 #[test]
@@ -463,7 +480,10 @@ fn bad_mode_combinations_are_refused() {
     let cases: [(&[&str], &str); 4] = [
         (&["--interval", "1"], "--interval needs something to report"),
         (&["--comm", "a-name-longer-than-15"], "at most 15 bytes"),
-        (&["-a", "0:str,1:str,2:str"], "at most 2 arguments can be read as strings"),
+        (
+            &["-a", "0:str,1:str,2:str"],
+            "at most 2 arguments can be read as strings",
+        ),
         (&["--filter", "arg0 ~ 1"], "bad --filter"),
     ];
     for (flags, message) in cases {
@@ -474,7 +494,10 @@ fn bad_mode_combinations_are_refused() {
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{flags:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.starts_with("error: ") && stderr.contains(message), "{flags:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(message),
+            "{flags:?}: {stderr}"
+        );
     }
     // A return probe inside a function would pair with the wrong call.
     let out = Command::new(common::tool())

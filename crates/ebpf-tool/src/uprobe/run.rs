@@ -16,7 +16,7 @@ use tokio::{
 use super::{Plan, report};
 use crate::{
     events, kernel,
-    loader::{AttachPoint, Loader, ProbeKind},
+    loader::{AttachPoint, LoadError, Loader, ProbeKind},
     output::{escape::printable, json, text},
     privilege,
     symbolize::StackSymbolizer,
@@ -118,13 +118,7 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
         if report.attached == 0 && !report.failed.is_empty() {
             return Err(report.failed.swap_remove(0).1.into());
         }
-        for (index, why) in &report.failed {
-            out.status(&format!(
-                "Skipped {}: {}",
-                printable(&plan.labels[*index]),
-                printable(&why.to_string())
-            ))?;
-        }
+        report_skipped(&mut out, &plan, &report.failed)?;
         log::debug!(
             "{kind:?}: {} probes attached in {:?} ({})",
             report.attached,
@@ -239,6 +233,49 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     out.out.flush()?;
     report::write_summary(&mut out.out, &plan, &summary, &losses)?;
     out.out.flush()?;
+    Ok(())
+}
+
+/// Says which functions could not be probed: each with its reason when there are few,
+/// grouped by reason when a glob ran into many.
+fn report_skipped(out: &mut Output, plan: &Plan, failed: &[(usize, LoadError)]) -> io::Result<()> {
+    const LISTED: usize = 5;
+    if failed.len() <= LISTED {
+        for (index, why) in failed {
+            out.status(&format!(
+                "Skipped {}: {}",
+                printable(&plan.labels[*index]),
+                printable(&why.to_string())
+            ))?;
+        }
+        return Ok(());
+    }
+    let mut by_reason: Vec<(String, Vec<&str>)> = Vec::new();
+    for (index, why) in failed {
+        let reason = match why {
+            LoadError::Refused { why, .. } => why.clone(),
+            other => other.to_string(),
+        };
+        match by_reason.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, names)) => names.push(&plan.labels[*index]),
+            None => by_reason.push((reason, vec![&plan.labels[*index]])),
+        }
+    }
+    for (reason, names) in by_reason {
+        let shown: Vec<String> = names.iter().take(LISTED).map(|n| printable(n)).collect();
+        let more = names.len().saturating_sub(LISTED);
+        out.status(&format!(
+            "Skipped {} functions ({}{}): {}",
+            names.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            },
+            printable(&reason)
+        ))?;
+    }
     Ok(())
 }
 
