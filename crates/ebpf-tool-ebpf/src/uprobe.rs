@@ -22,7 +22,7 @@ mod programs {
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
             bpf_ktime_get_ns, bpf_probe_read_user,
-            generated::{bpf_get_attach_cookie, bpf_probe_read_user_str},
+            generated::{self, bpf_get_attach_cookie, bpf_probe_read_user_str},
         },
         macros::{map, uprobe, uretprobe},
         maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
@@ -114,14 +114,12 @@ mod programs {
     }
 
     #[inline(always)]
-    fn arg_wanted(args: &[u64; MAX_ARGS]) -> bool {
+    fn arg_wanted(args: Args<'_>) -> bool {
         let cfg = config();
         if cfg.flags & flags::FILTER_ARG == 0 {
             return true;
         }
-        let Some(&value) = args.get(cfg.arg_filter_index as usize) else {
-            return true;
-        };
+        let value = args.get(cfg.arg_filter_index as usize);
         let rhs = cfg.arg_filter_value;
         let ord = if cfg.flags & flags::FILTER_ARG_SIGNED != 0 {
             (value as i64).cmp(&(rhs as i64))
@@ -139,19 +137,78 @@ mod programs {
         }
     }
 
+    /// Argument register `n`. The verifier refuses a context pointer plus a computed
+    /// offset, which is what the compiler makes of `ctx.arg(n)` (even of a match of
+    /// loads) when `n` comes from CONFIG; so all six are loaded at constant offsets,
+    /// volatile so they cannot be merged back into one, and the value is picked after.
     #[inline(always)]
-    fn read_args(ctx: &ProbeContext) -> [u64; MAX_ARGS] {
-        let mut args = [0u64; MAX_ARGS];
-        for (n, arg) in args.iter_mut().enumerate() {
-            *arg = ctx.arg(n).unwrap_or(0);
+    fn register_arg(ctx: &ProbeContext, n: usize) -> u64 {
+        #[cfg(bpf_target_arch = "x86_64")]
+        {
+            use core::ptr::{addr_of, read_volatile};
+            let regs = ctx.regs;
+            // SAFETY: the kernel hands the program the probed task's saved registers.
+            let all = unsafe {
+                [
+                    read_volatile(addr_of!((*regs).rdi)),
+                    read_volatile(addr_of!((*regs).rsi)),
+                    read_volatile(addr_of!((*regs).rdx)),
+                    read_volatile(addr_of!((*regs).rcx)),
+                    read_volatile(addr_of!((*regs).r8)),
+                    read_volatile(addr_of!((*regs).r9)),
+                ]
+            };
+            match n {
+                0 => all[0],
+                1 => all[1],
+                2 => all[2],
+                3 => all[3],
+                4 => all[4],
+                5 => all[5],
+                _ => 0,
+            }
         }
-        args
+        #[cfg(not(bpf_target_arch = "x86_64"))]
+        {
+            ctx.arg(n).unwrap_or(0)
+        }
+    }
+
+    /// Where a record's arguments come from.
+    #[derive(Clone, Copy)]
+    enum Args<'a> {
+        /// The probed function's argument registers (at entry).
+        Regs(&'a ProbeContext),
+        /// Saved at entry (at the return of a paired call).
+        Saved(&'a [u64; MAX_ARGS]),
+        /// Not known (a return whose entry was not seen).
+        Unknown,
+    }
+
+    impl Args<'_> {
+        #[inline(always)]
+        fn get(self, n: usize) -> u64 {
+            match self {
+                Args::Regs(ctx) => register_arg(ctx, n),
+                Args::Saved(saved) => saved.get(n).copied().unwrap_or(0),
+                Args::Unknown => 0,
+            }
+        }
+
+        /// Writes all of them into `out` (a record or a saved frame), one by one.
+        #[inline(always)]
+        fn write_to(self, out: &mut [u64; MAX_ARGS]) {
+            for (n, slot) in out.iter_mut().enumerate() {
+                *slot = self.get(n);
+            }
+        }
     }
 
     #[uprobe]
     pub fn hello_uprobe(ctx: ProbeContext) -> u32 {
         // Each step runs only when this run's CONFIG needs it; the verifier prunes the
-        // rest, so `--count` on one function costs little more than the floor.
+        // rest, so `--count` on one function costs little more than the floor. Arguments
+        // are read from the registers where they are used: no array, no memset.
         let (tgid, tid) = if needs_task_ids() {
             let pid_tgid = bpf_get_current_pid_tgid();
             ((pid_tgid >> 32) as u32, pid_tgid as u32)
@@ -162,31 +219,30 @@ mod programs {
             return 0;
         }
         let probe_id = cookie(&ctx);
-        let args = if needs_args() {
-            read_args(&ctx)
-        } else {
-            [0; MAX_ARGS]
-        };
-        let wanted = arg_wanted(&args);
+        let args = Args::Regs(&ctx);
+        let wanted = arg_wanted(args);
         let stack_id = if wanted {
-            aggregate_entry(&ctx, probe_id, tgid, tid, &args)
+            aggregate_entry(&ctx, probe_id, tgid, tid, args)
         } else {
             -1
         };
         if has(flags::PAIR_RETURNS) {
-            push_frame(tid, &args, wanted, stack_id);
+            push_frame(tid, args, wanted, stack_id);
             return 0;
         }
         if wanted && has(flags::EMIT_EVENTS) {
-            let call = Call {
+            emit(&Call {
                 kind: KIND_ENTRY,
                 tgid,
                 tid,
                 probe_id,
+                args,
+                ret: 0,
+                latency_ns: 0,
+                start_ns: 0,
                 stack_id,
-                ..Call::new(args)
-            };
-            emit(&call);
+                flags: 0,
+            });
         }
         0
     }
@@ -202,12 +258,6 @@ mod programs {
             || (cfg.flags & flags::COUNT != 0 && cfg.count_by != by::FUNC)
     }
 
-    /// Whether anything in this run looks at the argument registers.
-    #[inline(always)]
-    fn needs_args() -> bool {
-        config().flags & (flags::EMIT_EVENTS | flags::FILTER_ARG | flags::HIST_ARG) != 0
-    }
-
     #[uretprobe]
     pub fn hello_uretprobe(ctx: RetProbeContext) -> u32 {
         let pid_tgid = bpf_get_current_pid_tgid();
@@ -216,21 +266,20 @@ mod programs {
             return 0;
         }
         let now = unsafe { bpf_ktime_get_ns() };
-        let ret: u64 = ctx.ret();
         let probe_id = cookie(&ctx);
         let Some(stack) = CALLS.get_ptr_mut(tid) else {
-            return unpaired(tgid, tid, probe_id, ret);
+            return unpaired(tgid, tid, probe_id, ctx.ret());
         };
         // SAFETY: a value of this thread's own entry in CALLS; only this thread pushes and
         // pops it, and uprobe handlers of one thread never run concurrently.
         let stack = unsafe { &mut *stack };
         if stack.depth == 0 {
-            return unpaired(tgid, tid, probe_id, ret);
+            return unpaired(tgid, tid, probe_id, ctx.ret());
         }
         stack.depth -= 1;
         let depth = stack.depth as usize;
         let Some(frame) = stack.frames.get(depth) else {
-            return unpaired(tgid, tid, probe_id, ret); // nested beyond MAX_DEPTH
+            return unpaired(tgid, tid, probe_id, ctx.ret()); // nested beyond MAX_DEPTH
         };
         if frame.wanted == 0 {
             return 0;
@@ -240,18 +289,18 @@ mod programs {
             hist_add(probe_id, HIST_LATENCY, latency);
         }
         if has(flags::EMIT_EVENTS) {
-            let call = Call {
+            emit(&Call {
                 kind: KIND_CALL,
                 tgid,
                 tid,
                 probe_id,
-                ret,
+                args: Args::Saved(&frame.args),
+                ret: ctx.ret(),
                 latency_ns: latency,
                 start_ns: frame.timestamp_ns,
                 stack_id: frame.stack_id,
-                ..Call::new(frame.args)
-            };
-            emit(&call);
+                flags: 0,
+            });
         }
         0
     }
@@ -263,16 +312,18 @@ mod programs {
         // Without the entry the argument filter cannot be applied: report only when there
         // is none, flagged so nobody mistakes the zero arguments for real ones.
         if !has(flags::FILTER_ARG) && has(flags::EMIT_EVENTS) {
-            let call = Call {
+            emit(&Call {
                 kind: KIND_CALL,
                 tgid,
                 tid,
                 probe_id,
+                args: Args::Unknown,
                 ret,
+                latency_ns: 0,
+                start_ns: 0,
+                stack_id: -1,
                 flags: EVENT_NO_ENTRY,
-                ..Call::new([0; MAX_ARGS])
-            };
-            emit(&call);
+            });
         }
         0
     }
@@ -293,16 +344,18 @@ mod programs {
         probe_id: u32,
         tgid: u32,
         tid: u32,
-        args: &[u64; MAX_ARGS],
+        args: Args<'_>,
     ) -> i32 {
         let cfg = config();
         if cfg.flags & flags::COUNT != 0 {
             count_call(probe_id, tgid, tid);
         }
         if cfg.flags & flags::HIST_ARG != 0 {
-            if let Some(&value) = args.get(cfg.hist_arg_index as usize) {
-                hist_add(probe_id, ebpf_tool_common::HIST_ARG, value);
-            }
+            hist_add(
+                probe_id,
+                ebpf_tool_common::HIST_ARG,
+                args.get(cfg.hist_arg_index as usize),
+            );
         }
         if cfg.flags & flags::STACKS == 0 {
             return -1;
@@ -314,14 +367,15 @@ mod programs {
                 } else {
                     0
                 };
-                let key = StackKey {
+                let mut key = StackKey {
                     caller,
                     probe_id,
                     stack_id: id as i32,
                     tgid,
                     _pad: 0,
-                    comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+                    comm: [0; COMM_LEN],
                 };
+                current_comm(&mut key.comm);
                 add_to(&STACK_COUNTS, &key, lost::STACKS_FAILED);
                 id as i32
             }
@@ -372,7 +426,7 @@ mod programs {
         match cfg.count_by {
             by::PID => key.id = tgid,
             by::TID => key.id = tid,
-            _ => key.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+            _ => current_comm(&mut key.comm),
         }
         add_to(&COUNTS, &key, lost::COUNTS_FULL);
     }
@@ -439,7 +493,7 @@ mod programs {
     }
 
     #[inline(always)]
-    fn push_frame(tid: u32, args: &[u64; MAX_ARGS], wanted: bool, stack_id: i32) {
+    fn push_frame(tid: u32, args: Args<'_>, wanted: bool, stack_id: i32) {
         let stack = match CALLS.get_ptr_mut(tid) {
             Some(stack) => stack,
             None => {
@@ -462,7 +516,9 @@ mod programs {
         stack.depth += 1;
         if let Some(frame) = stack.frames.get_mut(depth) {
             frame.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-            frame.args = *args;
+            if has(flags::EMIT_EVENTS) {
+                args.write_to(&mut frame.args);
+            }
             frame.wanted = wanted as u32;
             frame.stack_id = stack_id;
         }
@@ -471,12 +527,12 @@ mod programs {
     }
 
     /// One call as it will be recorded.
-    struct Call {
+    struct Call<'a> {
         kind: u32,
         tgid: u32,
         tid: u32,
         probe_id: u32,
-        args: [u64; MAX_ARGS],
+        args: Args<'a>,
         ret: u64,
         latency_ns: u64,
         /// Entry time when known (paired calls); 0 takes the time now.
@@ -485,46 +541,37 @@ mod programs {
         flags: u32,
     }
 
-    impl Call {
-        #[inline(always)]
-        fn new(args: [u64; MAX_ARGS]) -> Self {
-            Call {
-                kind: KIND_ENTRY,
-                tgid: 0,
-                tid: 0,
-                probe_id: 0,
-                args,
-                ret: 0,
-                latency_ns: 0,
-                start_ns: 0,
-                stack_id: -1,
-                flags: 0,
-            }
-        }
+    /// Writes the task's comm straight into `out` (no temporary, no copy).
+    #[inline(always)]
+    fn current_comm(out: &mut [u8; COMM_LEN]) {
+        // SAFETY: the helper writes at most COMM_LEN bytes into the buffer it is given.
+        unsafe { generated::bpf_get_current_comm(out.as_mut_ptr().cast(), COMM_LEN as u32) };
+    }
+
+    /// Fills every field of a reserved record from `call`.
+    #[inline(always)]
+    fn fill(event: &mut CallEvent, call: &Call<'_>, extra_flags: u32) {
+        event.timestamp_ns = if call.start_ns != 0 {
+            call.start_ns
+        } else {
+            // SAFETY: a helper without arguments.
+            unsafe { bpf_ktime_get_ns() }
+        };
+        call.args.write_to(&mut event.args);
+        event.ret = call.ret;
+        event.latency_ns = call.latency_ns;
+        event.tgid = call.tgid;
+        event.tid = call.tid;
+        event.probe_id = call.probe_id;
+        event.kind = call.kind;
+        event.flags = call.flags | extra_flags;
+        event.stack_id = call.stack_id;
+        current_comm(&mut event.comm);
     }
 
     /// Reserves, fills and submits one record (with string arguments when configured).
     #[inline(always)]
-    fn emit(call: &Call) {
-        let args = &call.args;
-        let timestamp_ns = if call.start_ns != 0 {
-            call.start_ns
-        } else {
-            unsafe { bpf_ktime_get_ns() }
-        };
-        let fill = |event: &mut CallEvent, extra_flags: u32| {
-            event.timestamp_ns = timestamp_ns;
-            event.args = *args;
-            event.ret = call.ret;
-            event.latency_ns = call.latency_ns;
-            event.tgid = call.tgid;
-            event.tid = call.tid;
-            event.probe_id = call.probe_id;
-            event.kind = call.kind;
-            event.flags = call.flags | extra_flags;
-            event.stack_id = call.stack_id;
-            event.comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-        };
+    fn emit(call: &Call<'_>) {
         let cfg = config();
         if cfg.str_arg_count == 0 {
             let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
@@ -533,7 +580,7 @@ mod programs {
             };
             // SAFETY: `reserve` handed out exclusive memory of the right size and
             // alignment; `fill` writes every field before submit.
-            fill(unsafe { &mut *entry.as_mut_ptr() }, 0);
+            fill(unsafe { &mut *entry.as_mut_ptr() }, call, 0);
             entry.submit(wakeup_flags());
             return;
         }
@@ -550,9 +597,7 @@ mod programs {
             if i as u32 >= cfg.str_arg_count {
                 continue;
             }
-            let Some(&ptr) = args.get(cfg.str_args[i] as usize) else {
-                continue;
-            };
+            let ptr = call.args.get(cfg.str_args[i] as usize);
             // SAFETY: reads user memory through the fault-tolerant helper, into a buffer
             // of exactly STR_CAP bytes.
             let len = unsafe {
@@ -568,7 +613,7 @@ mod programs {
                 }
             }
         }
-        fill(&mut record.event, truncated);
+        fill(&mut record.event, call, truncated);
         entry.submit(wakeup_flags());
     }
 
