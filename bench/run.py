@@ -211,7 +211,7 @@ def other_rows(calls, repeat):
         try:
             probe = subprocess.run([funccount, "-d", "1", f"{target}:bench_fn"], capture_output=True, text=True,
                                    timeout=60)
-            if probe.returncode != 0:
+            if probe.returncode != 0 or "Failed to compile" in probe.stderr:
                 bcc_error = (probe.stderr.strip().splitlines() or ["failed"])[-1]
         except subprocess.TimeoutExpired:
             bcc_error = "did not finish in 60 s"

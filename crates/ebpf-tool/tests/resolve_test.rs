@@ -83,6 +83,13 @@ fn globs_offsets_and_addresses() {
         by_address,
         vec![("fixture_target+0x2".to_owned(), base + 2)]
     );
+    // A zero-size FUNC (an assembly label) is not a function to probe.
+    match symbols.resolve("fixture_label") {
+        Err(SymbolError::NotAFunction { what, .. }) => {
+            assert!(what.contains("zero-size"), "{what}")
+        }
+        other => panic!("{other:?}"),
+    }
     // Glob that matches nothing, and a near miss, say so.
     assert!(matches!(
         symbols.resolve("nothing_*"),

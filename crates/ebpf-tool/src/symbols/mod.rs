@@ -221,6 +221,15 @@ impl Symbols {
         for symbol in table {
             let is_function =
                 symbol.kind == object::elf::STT_FUNC || symbol.kind == object::elf::STT_GNU_IFUNC;
+            // A FUNC with no size is a label in assembly, not something with a body to
+            // probe and return from (an IFUNC's size is its resolver's, irrelevant).
+            if symbol.kind == object::elf::STT_FUNC && symbol.size == 0 {
+                self.non_functions.push((
+                    symbol.name.clone(),
+                    "a zero-size symbol (a label with no function body)",
+                ));
+                continue;
+            }
             let offset = elf::file_offset(&self.text, symbol.address);
             match (is_function, offset) {
                 (true, Some(file_offset)) => self.functions.push(FunctionSymbol {
