@@ -4,35 +4,15 @@
 
 mod common;
 
-use std::{
-    io::Write as _,
-    path::Path,
-    process::{Child, Command, Stdio},
-};
+use std::{path::Path, process::Command};
 
-use common::{Tracer, parse_events, privileged, run_fixture, target_fixture};
+use common::{
+    Tracer, parse_events, paused_fixture, privileged, release, run_fixture, target_fixture,
+};
 use serde_json::Value;
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Starts the fixture in `mode` paused before its calls, so a tracer can target its pid.
-fn paused_fixture(fixture: &Path, mode: &str, n: u32) -> Child {
-    Command::new(fixture)
-        .args([mode, &n.to_string(), "wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Lets a paused fixture make its calls and exit.
-fn release(mut child: Child) {
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"go\ngo\n").unwrap();
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
 }
 
 #[test]

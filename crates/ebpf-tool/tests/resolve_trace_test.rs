@@ -7,15 +7,14 @@ mod common;
 
 use std::{
     ffi::OsStr,
-    io::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use common::{
-    Tracer, build_cpp_fixture, build_rust_fixture, parse_events, private_copy, privileged,
-    run_tool, target_fixture,
+    Tracer, build_cpp_fixture, build_rust_fixture, parse_events, paused_fixture, private_copy,
+    privileged, release, run_tool, target_fixture,
 };
 
 fn path(p: &Path) -> &str {
@@ -212,30 +211,13 @@ fn program_on_path_and_symlink() {
     assert_eq!(count_of(&lines, "fixture_target"), Some(6), "{lines:?}");
 }
 
-/// Starts `fixture strings N wait` and returns it paused.
-fn paused(exe: &Path, mode: &str, n: &str) -> Child {
-    Command::new(exe)
-        .args([mode, n, "wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn release(mut child: Child) {
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"go\ngo\n").unwrap();
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
-}
-
 #[test]
 fn library_name_in_a_process_and_an_ifunc() {
     if !privileged("library_name_in_a_process_and_an_ifunc") {
         return;
     }
     let exe = target_fixture();
-    let child = paused(&exe, "strings", "8");
+    let child = paused_fixture(&exe, "strings", 8);
     let pid = child.id().to_string();
     // "libc" found in the process's own maps; strlen is a GNU IFUNC in glibc.
     let tracer = Tracer::start(&["uprobe", "-p", &pid, "libc", "strlen", "-a", "0:str"]);

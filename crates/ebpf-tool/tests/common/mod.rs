@@ -385,3 +385,23 @@ pub fn comm_of(path: &Path) -> String {
     let name = path.file_name().unwrap().to_str().unwrap();
     name[..name.len().min(15)].to_owned()
 }
+
+/// Starts the fixture in `mode` with `n`, paused before its calls (it waits for a line on
+/// stdin), so a tracer can target its pid first.
+pub fn paused_fixture(fixture: &Path, mode: &str, n: u32) -> Child {
+    Command::new(fixture)
+        .args([mode, &n.to_string(), "wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Lets a paused fixture make its calls and exit; asserts it succeeded.
+pub fn release(mut child: Child) {
+    use std::io::Write as _;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\ngo\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
