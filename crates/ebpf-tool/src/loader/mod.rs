@@ -517,7 +517,7 @@ fn is_unsupported(err: &multi::MultiError) -> bool {
     matches!(
         err.link_errno(),
         Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS | libc::EPERM)
-    ) && !matches!(err.link_errno(), Some(ENOTSUPP))
+    )
 }
 
 /// The kernel-internal ENOTSUPP, which uprobes return for instructions they cannot

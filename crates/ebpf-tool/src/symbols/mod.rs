@@ -252,10 +252,6 @@ impl Symbols {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// True for a program built by the Go toolchain.
     pub fn is_go(&self) -> bool {
         self.go

@@ -59,6 +59,8 @@ pub fn run(plan: Plan) -> anyhow::Result<()> {
 struct Output {
     out: BufWriter<StdoutLock<'static>>,
     json: bool,
+    /// A malformed record was already reported: say it once per run, not once per drain.
+    warned_malformed: bool,
 }
 
 impl Output {
@@ -82,6 +84,7 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     let mut out = Output {
         out: BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock()),
         json: plan.json,
+        warned_malformed: false,
     };
 
     announce(&mut out, &plan)?;
@@ -322,16 +325,15 @@ fn drain(
     plan: &Plan,
     summary: &mut json::Summary,
 ) -> anyhow::Result<()> {
-    let mut malformed = 0u64;
     while let Some(record) = ring.next() {
         summary.seen += 1;
         let record = match events::decode(&record) {
             Ok(record) => record,
             Err(err) => {
-                if malformed == 0 {
+                if !out.warned_malformed {
                     eprintln!("ebpf-tool: skipping bad record: {err}");
+                    out.warned_malformed = true;
                 }
-                malformed += 1;
                 continue;
             }
         };
