@@ -24,10 +24,10 @@ pub const EVENTS_RING_BYTES: u32 = 2 << 20;
 /// The ring buffer's size when a run prints no per-call lines (one page, the minimum).
 pub const EVENTS_RING_BYTES_UNUSED: u32 = 4096;
 
-/// Records wait in the ring buffer without waking the reader until this many bytes are
-/// pending; the reader also drains on a short timer. Waking a reader per record is what
-/// makes per-event tracers cost microseconds per call.
-pub const WAKEUP_BYTES: u64 = 256 << 10;
+/// Records wait in the ring buffer without waking the reader until about this share of
+/// it is pending (1/`WAKEUP_FRACTION`); the reader also drains on a short timer. Waking a
+/// reader per record is what makes per-event tracers cost microseconds per call.
+pub const WAKEUP_FRACTION: u32 = 8;
 
 /// Nesting depth of one thread's probed calls that `--ret`/`--latency` can pair up;
 /// deeper calls are still counted, but not timed.
@@ -49,17 +49,17 @@ pub const HISTS_PER_PROBE: usize = 2;
 pub const HIST_LATENCY: usize = 0;
 pub const HIST_ARG: usize = 1;
 
-/// `CallEvent::kind`: written on entry, with the arguments (plain tracing).
-pub const KIND_ENTRY: u32 = 0;
-/// `CallEvent::kind`: written on return, with the arguments saved at entry, the return
+/// `EventHead::kind`: written on entry, with the arguments (plain tracing).
+pub const KIND_ENTRY: u16 = 0;
+/// `EventHead::kind`: written on return, with the arguments saved at entry, the return
 /// value and the latency (`--ret`, `--latency`).
-pub const KIND_CALL: u32 = 1;
+pub const KIND_CALL: u16 = 1;
 
-/// `CallEvent::flags`: string argument `i` was cut at `STR_CAP - 1` bytes.
-pub const EVENT_STR_TRUNCATED: u32 = 1;
-/// `CallEvent::flags`: the entry of this call was not seen (attached mid-call, or nested
+/// `EventHead::flags`: string argument `i` was cut at `STR_CAP - 1` bytes.
+pub const EVENT_STR_TRUNCATED: u16 = 1;
+/// `EventHead::flags`: the entry of this call was not seen (attached mid-call, or nested
 /// deeper than `MAX_DEPTH`): no arguments, no latency.
-pub const EVENT_NO_ENTRY: u32 = 1 << 8;
+pub const EVENT_NO_ENTRY: u16 = 1 << 8;
 
 /// `Config::flags` bits.
 pub mod flags {
@@ -84,6 +84,13 @@ pub mod flags {
     /// Every probe sits on a function's first instruction, so the word at the stack
     /// pointer is the return address (the direct caller, for stacks).
     pub const CALLER_AT_ENTRY: u32 = 1 << 9;
+    /// Take timestamps (JSON output, latencies); plain text needs none, and reading the
+    /// clock is one of the dearest steps of a record.
+    pub const TIMESTAMPS: u32 = 1 << 10;
+    /// `Config::task_*_off` hold the offsets of `task_struct` fields in this kernel: the
+    /// ids and comm are read with plain loads through the task's BTF pointer instead of a
+    /// helper call each.
+    pub const TASK_FIELDS: u32 = 1 << 11;
 }
 
 /// `Config::arg_filter_op` values.
@@ -136,6 +143,17 @@ pub struct Config {
     pub str_args: [u32; MAX_STR_ARGS],
     /// How many functions are probed; with one, its id is 0 and no cookie is read.
     pub probes: u32,
+    /// How many argument registers a record carries (the first ones): as many as output
+    /// shows as numbers.
+    pub record_args: u32,
+    /// Wake the reader after this many records from one CPU (see `WAKEUP_FRACTION`).
+    pub wakeup_every: u32,
+    /// Offsets in `struct task_struct` of `tgid`, `pid` and `comm`, under `TASK_FIELDS`.
+    pub task_tgid_off: u32,
+    pub task_pid_off: u32,
+    pub task_comm_off: u32,
+    /// A thread's slot in `CALL_SLOTS` is `tid & call_slot_mask` (slots - 1).
+    pub call_slot_mask: u32,
     pub _pad: u32,
     /// The comm to match under `FILTER_COMM`, NUL-padded.
     pub comm: [u8; COMM_LEN],
@@ -156,6 +174,12 @@ impl Config {
         str_arg_count: 0,
         str_args: [0; MAX_STR_ARGS],
         probes: 1,
+        record_args: 0,
+        wakeup_every: 1,
+        task_tgid_off: 0,
+        task_pid_off: 0,
+        task_comm_off: 0,
+        call_slot_mask: CALL_SLOT_COUNT - 1,
         _pad: 0,
         comm: [0; COMM_LEN],
     };
@@ -167,21 +191,20 @@ impl Default for Config {
     }
 }
 
-/// One probed call, as the kernel writes it into the ring buffer.
+/// The start of every ring-buffer record. After it come, in this order and only as the
+/// run needs them: for `KIND_CALL` records the return value and the latency (one `u64`
+/// each, `RETURN_WORDS`); the first `Config::record_args` argument registers (`u64`);
+/// `Config::str_arg_count` string arguments of `STR_CAP` bytes. Trimming what a run does
+/// not show keeps a plain record within one cache line: what crosses between CPUs is the
+/// main cost of a record.
 ///
 /// Largest fields first and only fixed-width integers, so the layout has no padding and is
 /// the same in both halves.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CallEvent {
-    /// `bpf_ktime_get_ns()` at entry (CLOCK_MONOTONIC).
+pub struct EventHead {
+    /// `bpf_ktime_get_ns()` at entry (CLOCK_MONOTONIC) under `flags::TIMESTAMPS`, else 0.
     pub timestamp_ns: u64,
-    /// The first `MAX_ARGS` integer argument registers at entry.
-    pub args: [u64; MAX_ARGS],
-    /// The return value register (`KIND_CALL` records).
-    pub ret: u64,
-    /// Entry to return, in nanoseconds (`KIND_CALL` records).
-    pub latency_ns: u64,
     /// Thread-group id, what users call the pid.
     pub tgid: u32,
     /// Thread id.
@@ -189,32 +212,40 @@ pub struct CallEvent {
     /// Which attached function: the attach cookie, an index into the loader's list.
     pub probe_id: u32,
     /// `KIND_ENTRY` or `KIND_CALL`.
-    pub kind: u32,
+    pub kind: u16,
     /// `EVENT_*` bits.
-    pub flags: u32,
-    /// Stack id in `STACKS` when stacks are captured, else a negative error.
-    pub stack_id: i32,
+    pub flags: u16,
     /// The task's `comm`, NUL-padded.
     pub comm: [u8; COMM_LEN],
 }
 
-/// A `CallEvent` followed by the string arguments, each NUL-terminated within `STR_CAP`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct CallEventWithStrings {
-    pub event: CallEvent,
-    pub strings: [[u8; STR_CAP]; MAX_STR_ARGS],
-}
-
-/// Size of a record without strings.
-pub const CALL_EVENT_SIZE: usize = core::mem::size_of::<CallEvent>();
-/// Size of a record with strings.
-pub const CALL_EVENT_WITH_STRINGS_SIZE: usize = core::mem::size_of::<CallEventWithStrings>();
+pub const EVENT_HEAD_SIZE: usize = core::mem::size_of::<EventHead>();
+/// `u64`s after the head of a `KIND_CALL` record: return value, latency.
+pub const RETURN_WORDS: usize = 2;
 
 // No padding: the sum of the fields is the size of the struct.
-const _: () = assert!(CALL_EVENT_SIZE == 8 + 8 * MAX_ARGS + 8 + 8 + 4 * 6 + COMM_LEN);
-const _: () = assert!(CALL_EVENT_WITH_STRINGS_SIZE == CALL_EVENT_SIZE + STR_CAP * MAX_STR_ARGS);
-const _: () = assert!(core::mem::size_of::<Config>() == 8 + 4 * 12 + 4 * MAX_STR_ARGS + COMM_LEN);
+const _: () = assert!(EVENT_HEAD_SIZE == 8 + 4 * 3 + 2 * 2 + COMM_LEN);
+const _: () = assert!(EVENT_HEAD_SIZE.is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<Config>() == 8 + 4 * 18 + 4 * MAX_STR_ARGS + COMM_LEN);
+
+/// Offset of the first argument register in a record of `kind`.
+pub const fn args_offset(kind: u16) -> usize {
+    if kind == KIND_CALL {
+        EVENT_HEAD_SIZE + 8 * RETURN_WORDS
+    } else {
+        EVENT_HEAD_SIZE
+    }
+}
+
+/// Offset of the first string in a record of `kind` carrying `args` registers.
+pub const fn strings_offset(kind: u16, args: u32) -> usize {
+    args_offset(kind) + 8 * args as usize
+}
+
+/// Size of a record of `kind` carrying `args` registers and `strings` strings.
+pub const fn record_size(kind: u16, args: u32, strings: u32) -> usize {
+    strings_offset(kind, args) + STR_CAP * strings as usize
+}
 
 /// One call saved at entry until its return (`--ret`, `--latency`).
 #[repr(C)]
@@ -224,7 +255,7 @@ pub struct Frame {
     pub args: [u64; MAX_ARGS],
     /// 1 when the call passed the argument filter at entry.
     pub wanted: u32,
-    pub stack_id: i32,
+    pub _pad: u32,
 }
 
 /// A thread's probed calls in progress, innermost last. `depth` may exceed `MAX_DEPTH`;
@@ -232,13 +263,24 @@ pub struct Frame {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallStack {
+    /// In `CALL_SLOTS`, the thread that holds this slot (0: free); unused in `CALLS`.
+    /// 64 bits because the BPF target has no 32-bit atomics.
+    pub owner: u64,
     pub depth: u32,
     pub _pad: u32,
     pub frames: [Frame; MAX_DEPTH],
 }
 
+/// Entries of `CALL_SLOTS`, the array that holds a thread's `CallStack` at index
+/// `tid % CALL_SLOT_COUNT` (`Config::call_slot_mask`) while the thread is inside probed calls (a power of two). An
+/// array lookup costs the verifier-inlined equivalent of an index; a hash lookup is what
+/// made pairing entries with returns dear. Threads whose slot is held by another thread
+/// use the `CALLS` hash map instead.
+pub const CALL_SLOT_COUNT: u32 = 4096;
+
 /// Key of `COUNTS` under `--count --by pid|tid|comm`; fields not grouped by are zero.
-#[repr(C)]
+/// 8-aligned so the kernel can copy the comm in two 8-byte loads.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CountKey {
     pub probe_id: u32,
@@ -270,6 +312,8 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
     pub const CALLS: &str = "CALLS";
+    pub const CALL_SLOTS: &str = "CALL_SLOTS";
+    pub const PENDING: &str = "PENDING";
     pub const COUNTS: &str = "COUNTS";
     pub const FUNC_COUNTS: &str = "FUNC_COUNTS";
     pub const HISTS: &str = "HISTS";
@@ -298,7 +342,6 @@ mod pod {
     // laid out largest-first with 4-byte fields after 8-byte ones), so any bit pattern of
     // the right size is a valid value.
     unsafe impl aya::Pod for Config {}
-    unsafe impl aya::Pod for CallEvent {}
     unsafe impl aya::Pod for CountKey {}
     unsafe impl aya::Pod for StackKey {}
     unsafe impl aya::Pod for Frame {}

@@ -3,36 +3,41 @@
 //! loader fills before load: the verifier sees its fields as constants and drops the
 //! branches a run does not use, so a plain trace pays for none of the other modes.
 //!
-//! - plain: one `CallEvent` per call into `EVENTS` at entry;
+//! - plain: one record per call into `EVENTS` at entry;
 //! - `--ret`/`--latency`: entry saves the arguments and a timestamp on the thread's call
-//!   stack (`CALLS`), return pops it and writes one record with arguments, return value and
-//!   latency;
+//!   stack (its slot in `CALL_SLOTS`, else `CALLS`), return pops it and writes one record
+//!   with arguments, return value and latency;
 //! - `--count`, `--hist`, `--latency` histograms and `--stacks` aggregate in per-CPU maps
 //!   without any record, so they cost no ring-buffer traffic.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Inline assembly for the two atomic instructions Rust's BPF target does not offer.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod programs {
+    use core::ptr::{addr_of_mut, read_volatile};
+
     use aya_ebpf::{
         EbpfContext,
-        bindings::{
-            BPF_F_USER_STACK, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-        },
+        bindings::{BPF_F_USER_STACK, BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{
-            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-            bpf_ktime_get_ns, bpf_probe_read_user,
-            generated::{self, bpf_get_attach_cookie, bpf_probe_read_user_str},
+            bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+            bpf_probe_read_user,
+            generated::{
+                self, bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_probe_read_user_str,
+            },
         },
         macros::{map, uprobe, uretprobe},
-        maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+        maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
         programs::{ProbeContext, RetProbeContext, tracing::StackIdContext as _},
     };
     use ebpf_tool_common::{
-        COMM_LEN, CallEvent, CallEventWithStrings, CallStack, Config, CountKey, EVENT_NO_ENTRY,
-        EVENT_STR_TRUNCATED, EVENTS_RING_BYTES, HIST_BUCKETS, HIST_COUNT, HIST_LATENCY, HIST_MAX,
-        HIST_MIN, HIST_SLOTS, HIST_SUM, HISTS_PER_PROBE, KIND_CALL, KIND_ENTRY, MAX_ARGS,
-        MAX_STR_ARGS, STR_CAP, StackKey, WAKEUP_BYTES, by, flags, lost, op,
+        CALL_SLOT_COUNT, COMM_LEN, CallStack, Config, CountKey, EVENT_NO_ENTRY,
+        EVENT_STR_TRUNCATED, EVENTS_RING_BYTES, EventHead, Frame, HIST_BUCKETS, HIST_COUNT,
+        HIST_LATENCY, HIST_MAX, HIST_MIN, HIST_SLOTS, HIST_SUM, HISTS_PER_PROBE, KIND_CALL,
+        KIND_ENTRY, MAX_ARGS, MAX_STR_ARGS, STR_CAP, StackKey, args_offset, by, flags, lost, op,
+        record_size, strings_offset,
     };
 
     /// This run's settings; the loader overwrites the whole struct before load.
@@ -42,12 +47,21 @@ mod programs {
     #[map]
     static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
+    /// Records written on each CPU since it last woke the reader.
+    #[map]
+    static PENDING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
     /// What could not be recorded, by cause (`lost::*`), per CPU so counting never contends.
     #[map]
     static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::SLOTS, 0);
 
-    /// Each thread's calls in progress, for pairing returns with entries. LRU, so threads
-    /// that die mid-call cannot fill it.
+    /// Call stacks of threads inside probed calls, at `tid & call_slot_mask`, each held by
+    /// one thread at a time (`CallStack::owner`) and given back when its depth is 0.
+    #[map]
+    static CALL_SLOTS: Array<CallStack> = Array::with_max_entries(CALL_SLOT_COUNT, 0);
+
+    /// Call stacks of threads whose slot another thread holds. LRU, so threads that die
+    /// mid-call cannot fill it.
     #[map]
     static CALLS: LruHashMap<u32, CallStack> = LruHashMap::with_max_entries(16384, 0);
 
@@ -80,7 +94,7 @@ mod programs {
     fn config() -> &'static Config {
         // SAFETY: a volatile read keeps the compiler from folding the default value in;
         // the loader has replaced it, and the map holding it is frozen read-only.
-        unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
+        unsafe { &*read_volatile(&&raw const CONFIG) }
     }
 
     #[inline(always)]
@@ -88,9 +102,80 @@ mod programs {
         config().flags & flag != 0
     }
 
+    /// `bpf_ktime_get_ns()` when this run shows time, else 0 without reading the clock.
+    #[inline(always)]
+    fn timestamp() -> u64 {
+        if has(flags::TIMESTAMPS) {
+            // SAFETY: a helper without arguments.
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            0
+        }
+    }
+
+    /// The running task. Under `TASK_FIELDS` its ids and comm are plain loads through its
+    /// BTF pointer at offsets the loader read from the kernel's BTF (the verifier checks
+    /// each against the type); otherwise each costs a helper call.
+    #[derive(Clone, Copy)]
+    struct Task(*const u8);
+
+    impl Task {
+        /// For runs that look at no task field: costs nothing.
+        const UNUSED: Task = Task(core::ptr::null());
+
+        #[inline(always)]
+        fn current() -> Task {
+            if has(flags::TASK_FIELDS) {
+                // SAFETY: a helper without arguments; it returns a trusted, non-null
+                // pointer to the current task.
+                Task(unsafe { bpf_get_current_task_btf() } as *const u8)
+            } else {
+                Task::UNUSED
+            }
+        }
+
+        /// (tgid, tid): what users call pid and tid.
+        #[inline(always)]
+        fn ids(self) -> (u32, u32) {
+            let cfg = config();
+            if cfg.flags & flags::TASK_FIELDS != 0 {
+                // SAFETY: `self.0` is the current task (TASK_FIELDS); the offsets are those
+                // of its `tgid` and `pid` fields, and the verifier checks them against BTF.
+                unsafe {
+                    (
+                        read_volatile(self.0.add(cfg.task_tgid_off as usize).cast::<u32>()),
+                        read_volatile(self.0.add(cfg.task_pid_off as usize).cast::<u32>()),
+                    )
+                }
+            } else {
+                let pid_tgid = bpf_get_current_pid_tgid();
+                ((pid_tgid >> 32) as u32, pid_tgid as u32)
+            }
+        }
+
+        /// Writes the task's comm into `out` (8-byte aligned, `COMM_LEN` bytes).
+        #[inline(always)]
+        fn comm_into(self, out: *mut [u8; COMM_LEN]) {
+            let cfg = config();
+            if cfg.flags & flags::TASK_FIELDS != 0 {
+                // SAFETY: as in `ids`; the loader sets TASK_FIELDS only for an 8-aligned
+                // `comm`, and `out` is 8-aligned in every record and key it is used for.
+                unsafe {
+                    let from = self.0.add(cfg.task_comm_off as usize).cast::<u64>();
+                    let to = out.cast::<u64>();
+                    *to = read_volatile(from);
+                    *to.add(1) = read_volatile(from.add(1));
+                }
+            } else {
+                // SAFETY: the helper writes at most COMM_LEN bytes into `out`.
+                unsafe { generated::bpf_get_current_comm(out.cast(), COMM_LEN as u32) };
+            }
+        }
+    }
+
     /// The task filters, which hold alike at entry and at return.
     #[inline(always)]
-    fn task_wanted(tgid: u32, tid: u32) -> bool {
+    fn task_wanted(task: Task, tgid: u32, tid: u32) -> bool {
         let cfg = config();
         if cfg.tool_tgid != 0 && tgid == cfg.tool_tgid {
             return false; // never trace ourselves
@@ -105,14 +190,15 @@ mod programs {
             return false;
         }
         if cfg.flags & flags::FILTER_COMM != 0 {
-            let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-            if comm != cfg.comm {
+            let mut comm = [0u64; COMM_LEN / 8];
+            task.comm_into(comm.as_mut_ptr().cast());
+            // SAFETY: the same 16 bytes, viewed as the byte array they hold.
+            if unsafe { *comm.as_ptr().cast::<[u8; COMM_LEN]>() } != cfg.comm {
                 return false;
             }
         }
         true
     }
-
     #[inline(always)]
     fn arg_wanted(args: Args<'_>) -> bool {
         let cfg = config();
@@ -195,11 +281,18 @@ mod programs {
             }
         }
 
-        /// Writes all of them into `out` (a record or a saved frame), one by one.
+        /// Writes the first `Config::record_args` of them to `out`, one by one.
+        ///
+        /// # Safety
+        /// `out` must have room for `record_args` values.
         #[inline(always)]
-        fn write_to(self, out: &mut [u64; MAX_ARGS]) {
-            for (n, slot) in out.iter_mut().enumerate() {
-                *slot = self.get(n);
+        unsafe fn write_to(self, out: *mut u64) {
+            let count = config().record_args as usize;
+            for n in 0..MAX_ARGS {
+                if n < count {
+                    // SAFETY: within the room the caller vouches for.
+                    unsafe { *out.add(n) = self.get(n) };
+                }
             }
         }
     }
@@ -209,40 +302,40 @@ mod programs {
         // Each step runs only when this run's CONFIG needs it; the verifier prunes the
         // rest, so `--count` on one function costs little more than the floor. Arguments
         // are read from the registers where they are used: no array, no memset.
-        let (tgid, tid) = if needs_task_ids() {
-            let pid_tgid = bpf_get_current_pid_tgid();
-            ((pid_tgid >> 32) as u32, pid_tgid as u32)
+        let task = if needs_task() {
+            Task::current()
         } else {
-            (0, 0)
+            Task::UNUSED
         };
-        if !task_wanted(tgid, tid) {
+        let (tgid, tid) = if needs_task_ids() { task.ids() } else { (0, 0) };
+        if !task_wanted(task, tgid, tid) {
             return 0;
         }
         let probe_id = cookie(&ctx);
         let args = Args::Regs(&ctx);
         let wanted = arg_wanted(args);
-        let stack_id = if wanted {
-            aggregate_entry(&ctx, probe_id, tgid, tid, args)
-        } else {
-            -1
-        };
+        if wanted {
+            aggregate_entry(&ctx, task, probe_id, tgid, tid, args);
+        }
         if has(flags::PAIR_RETURNS) {
-            push_frame(tid, args, wanted, stack_id);
+            push_frame(tid, args, wanted);
             return 0;
         }
         if wanted && has(flags::EMIT_EVENTS) {
-            emit(&Call {
-                kind: KIND_ENTRY,
-                tgid,
-                tid,
-                probe_id,
-                args,
-                ret: 0,
-                latency_ns: 0,
-                start_ns: 0,
-                stack_id,
-                flags: 0,
-            });
+            emit(
+                task,
+                &Call {
+                    kind: KIND_ENTRY,
+                    tgid,
+                    tid,
+                    probe_id,
+                    args,
+                    ret: 0,
+                    latency_ns: 0,
+                    timestamp_ns: timestamp(),
+                    flags: 0,
+                },
+            );
         }
         0
     }
@@ -258,72 +351,96 @@ mod programs {
             || (cfg.flags & flags::COUNT != 0 && cfg.count_by != by::FUNC)
     }
 
+    /// Whether anything in this run looks at the task (its ids or its comm).
+    #[inline(always)]
+    fn needs_task() -> bool {
+        needs_task_ids() || has(flags::FILTER_COMM)
+    }
+
     #[uretprobe]
     pub fn hello_uretprobe(ctx: RetProbeContext) -> u32 {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-        if !task_wanted(tgid, tid) {
+        let task = Task::current();
+        let (tgid, tid) = task.ids();
+        if !task_wanted(task, tgid, tid) {
             return 0;
         }
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = timestamp();
         let probe_id = cookie(&ctx);
-        let Some(stack) = CALLS.get_ptr_mut(tid) else {
-            return unpaired(tgid, tid, probe_id, ctx.ret());
+        let Some((stack, in_slot)) = stack_to_pop(tid) else {
+            return unpaired(task, tgid, tid, probe_id, ctx.ret(), now);
         };
-        // SAFETY: a value of this thread's own entry in CALLS; only this thread pushes and
-        // pops it, and uprobe handlers of one thread never run concurrently.
+        // SAFETY: this thread's own stack (its slot, or its CALLS entry); only this thread
+        // pushes and pops it, and uprobe handlers of one thread never run concurrently.
         let stack = unsafe { &mut *stack };
         if stack.depth == 0 {
-            return unpaired(tgid, tid, probe_id, ctx.ret());
+            if in_slot {
+                give_back(stack);
+            }
+            return unpaired(task, tgid, tid, probe_id, ctx.ret(), now);
         }
         stack.depth -= 1;
-        let depth = stack.depth as usize;
-        let Some(frame) = stack.frames.get(depth) else {
-            return unpaired(tgid, tid, probe_id, ctx.ret()); // nested beyond MAX_DEPTH
-        };
-        if frame.wanted == 0 {
-            return 0;
+        match stack.frames.get(stack.depth as usize) {
+            Some(frame) if frame.wanted != 0 => {
+                complete(task, tgid, tid, probe_id, ctx.ret(), now, frame);
+            }
+            Some(_) => {} // filtered out at entry
+            None => {
+                unpaired(task, tgid, tid, probe_id, ctx.ret(), now); // beyond MAX_DEPTH
+            }
         }
+        // Only now: once given back, another thread may overwrite the frame read above.
+        if in_slot && stack.depth == 0 {
+            give_back(stack);
+        }
+        0
+    }
+
+    /// A paired call's return: its latency into the histogram, its record into the ring.
+    #[inline(always)]
+    fn complete(task: Task, tgid: u32, tid: u32, probe_id: u32, ret: u64, now: u64, frame: &Frame) {
         let latency = now.saturating_sub(frame.timestamp_ns);
         if has(flags::HIST_LATENCY) {
             hist_add(probe_id, HIST_LATENCY, latency);
         }
         if has(flags::EMIT_EVENTS) {
-            emit(&Call {
-                kind: KIND_CALL,
-                tgid,
-                tid,
-                probe_id,
-                args: Args::Saved(&frame.args),
-                ret: ctx.ret(),
-                latency_ns: latency,
-                start_ns: frame.timestamp_ns,
-                stack_id: frame.stack_id,
-                flags: 0,
-            });
+            emit(
+                task,
+                &Call {
+                    kind: KIND_CALL,
+                    tgid,
+                    tid,
+                    probe_id,
+                    args: Args::Saved(&frame.args),
+                    ret,
+                    latency_ns: latency,
+                    timestamp_ns: frame.timestamp_ns,
+                    flags: 0,
+                },
+            );
         }
-        0
     }
 
     /// A return whose entry was not seen (attached mid-call, or nested too deep).
     #[inline(always)]
-    fn unpaired(tgid: u32, tid: u32, probe_id: u32, ret: u64) -> u32 {
+    fn unpaired(task: Task, tgid: u32, tid: u32, probe_id: u32, ret: u64, now: u64) -> u32 {
         count_lost(lost::UNPAIRED);
         // Without the entry the argument filter cannot be applied: report only when there
         // is none, flagged so nobody mistakes the zero arguments for real ones.
         if !has(flags::FILTER_ARG) && has(flags::EMIT_EVENTS) {
-            emit(&Call {
-                kind: KIND_CALL,
-                tgid,
-                tid,
-                probe_id,
-                args: Args::Unknown,
-                ret,
-                latency_ns: 0,
-                start_ns: 0,
-                stack_id: -1,
-                flags: EVENT_NO_ENTRY,
-            });
+            emit(
+                task,
+                &Call {
+                    kind: KIND_CALL,
+                    tgid,
+                    tid,
+                    probe_id,
+                    args: Args::Unknown,
+                    ret,
+                    latency_ns: 0,
+                    timestamp_ns: now,
+                    flags: EVENT_NO_ENTRY,
+                },
+            );
         }
         0
     }
@@ -337,18 +454,19 @@ mod programs {
         unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
     }
 
-    /// The in-kernel aggregations done at entry; returns the stack id when stacks are on.
+    /// The in-kernel aggregations done at entry.
     #[inline(always)]
     fn aggregate_entry(
         ctx: &ProbeContext,
+        task: Task,
         probe_id: u32,
         tgid: u32,
         tid: u32,
         args: Args<'_>,
-    ) -> i32 {
+    ) {
         let cfg = config();
         if cfg.flags & flags::COUNT != 0 {
-            count_call(probe_id, tgid, tid);
+            count_call(task, probe_id, tgid, tid);
         }
         if cfg.flags & flags::HIST_ARG != 0 {
             hist_add(
@@ -358,7 +476,7 @@ mod programs {
             );
         }
         if cfg.flags & flags::STACKS == 0 {
-            return -1;
+            return;
         }
         match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => {
@@ -375,17 +493,12 @@ mod programs {
                     _pad: 0,
                     comm: [0; COMM_LEN],
                 };
-                current_comm(&mut key.comm);
+                task.comm_into(&mut key.comm);
                 add_to(&STACK_COUNTS, &key, lost::STACKS_FAILED);
-                id as i32
             }
-            Err(err) => {
-                count_lost(lost::STACKS_FAILED);
-                err
-            }
+            Err(_) => count_lost(lost::STACKS_FAILED),
         }
     }
-
     /// Where the probed function will return to, read at its entry: on x86-64 the word at
     /// the stack pointer, on AArch64 the link register.
     #[inline(always)]
@@ -409,7 +522,7 @@ mod programs {
     }
 
     #[inline(always)]
-    fn count_call(probe_id: u32, tgid: u32, tid: u32) {
+    fn count_call(task: Task, probe_id: u32, tgid: u32, tid: u32) {
         let cfg = config();
         if cfg.count_by == by::FUNC {
             if let Some(slot) = FUNC_COUNTS.get_ptr_mut(probe_id) {
@@ -426,7 +539,7 @@ mod programs {
         match cfg.count_by {
             by::PID => key.id = tgid,
             by::TID => key.id = tid,
-            _ => current_comm(&mut key.comm),
+            _ => task.comm_into(&mut key.comm),
         }
         add_to(&COUNTS, &key, lost::COUNTS_FULL);
     }
@@ -492,35 +605,118 @@ mod programs {
         }
     }
 
+    /// Who holds a slot (0: nobody). Read plainly: only the holder itself acts on
+    /// seeing its own tid, and others only try to claim.
     #[inline(always)]
-    fn push_frame(tid: u32, args: Args<'_>, wanted: bool, stack_id: i32) {
-        let stack = match CALLS.get_ptr_mut(tid) {
-            Some(stack) => stack,
-            None => {
-                let Some(empty) = EMPTY_CALL_STACK.get_ptr(0) else {
-                    return;
-                };
-                // SAFETY: a per-CPU value that is never written, so it stays zeroed.
-                if CALLS.insert(tid, unsafe { &*empty }, 0).is_err() {
-                    return;
-                }
-                let Some(stack) = CALLS.get_ptr_mut(tid) else {
-                    return;
-                };
-                stack
-            }
+    fn holder(stack: *mut CallStack) -> u64 {
+        // SAFETY: a field of a map value, which lives as long as the program.
+        unsafe { read_volatile(addr_of_mut!((*stack).owner)) }
+    }
+
+    /// `*word = new` if `*word == old`, atomically; returns what `*word` was. Rust's BPF
+    /// target has no read-modify-write atomics, the instruction set does (BPF_CMPXCHG).
+    ///
+    /// # Safety
+    /// `word` must be valid for reads and writes.
+    #[inline(always)]
+    unsafe fn compare_exchange(word: *mut u64, old: u64, new: u64) -> u64 {
+        let previous: u64;
+        // SAFETY: the caller vouches for `word`; the instruction touches nothing else.
+        unsafe {
+            core::arch::asm!(
+                "r0 = cmpxchg_64({word} + 0, r0, {new})",
+                word = in(reg) word,
+                new = in(reg) new,
+                inout("r0") old => previous,
+                options(nostack),
+            )
         };
-        // SAFETY: this thread's own entry; see `hello_uretprobe`.
+        previous
+    }
+
+    /// `*word = new`, atomically and fully ordered (BPF_XCHG).
+    ///
+    /// # Safety
+    /// `word` must be valid for reads and writes.
+    #[inline(always)]
+    unsafe fn exchange(word: *mut u64, new: u64) {
+        // SAFETY: as above.
+        unsafe {
+            core::arch::asm!(
+                "{value} = xchg_64({word} + 0, {value})",
+                word = in(reg) word,
+                value = inout(reg) new => _,
+                options(nostack),
+            )
+        };
+    }
+
+    /// Where this thread pushes a call: its slot if it holds it or can claim it (free),
+    /// else its `CALLS` entry, created empty when missing. `true` for a slot.
+    #[inline(always)]
+    fn stack_to_push(tid: u32) -> Option<(*mut CallStack, bool)> {
+        if let Some(slot) = CALL_SLOTS.get_ptr_mut(tid & config().call_slot_mask) {
+            let held_by = holder(slot);
+            if held_by == tid as u64 {
+                return Some((slot, true));
+            }
+            // SAFETY: the slot's owner word, in a live map value.
+            if held_by == 0
+                && unsafe { compare_exchange(addr_of_mut!((*slot).owner), 0, tid as u64) } == 0
+            {
+                // SAFETY: claimed just now: this thread alone writes it until it gives it
+                // back, which it does only at depth 0.
+                unsafe { (*slot).depth = 0 };
+                return Some((slot, true));
+            }
+        }
+        if let Some(stack) = CALLS.get_ptr_mut(tid) {
+            return Some((stack, false));
+        }
+        let empty = EMPTY_CALL_STACK.get_ptr(0)?;
+        // SAFETY: a per-CPU value that is never written, so it stays zeroed.
+        CALLS.insert(tid, unsafe { &*empty }, 0).ok()?;
+        CALLS.get_ptr_mut(tid).map(|stack| (stack, false))
+    }
+
+    /// Where this thread's innermost call was pushed. A thread's frames in its slot are
+    /// always newer than those in `CALLS` (it only uses `CALLS` while it does not hold
+    /// the slot), so popping the slot first keeps the order.
+    #[inline(always)]
+    fn stack_to_pop(tid: u32) -> Option<(*mut CallStack, bool)> {
+        if let Some(slot) = CALL_SLOTS.get_ptr_mut(tid & config().call_slot_mask) {
+            if holder(slot) == tid as u64 {
+                return Some((slot, true));
+            }
+        }
+        CALLS.get_ptr_mut(tid).map(|stack| (stack, false))
+    }
+
+    /// Frees a slot whose depth is back to 0 for any thread to claim.
+    #[inline(always)]
+    fn give_back(stack: *mut CallStack) {
+        // An exchange, not a store: it orders this thread's last writes to the slot before
+        // the release, on any architecture.
+        // SAFETY: the slot's owner word, in a live map value.
+        unsafe { exchange(addr_of_mut!((*stack).owner), 0) };
+    }
+
+    #[inline(always)]
+    fn push_frame(tid: u32, args: Args<'_>, wanted: bool) {
+        let Some((stack, _)) = stack_to_push(tid) else {
+            return; // its return will be counted as unpaired
+        };
+        // SAFETY: this thread's own stack; see `hello_uretprobe`.
         let stack = unsafe { &mut *stack };
         let depth = stack.depth as usize;
         stack.depth += 1;
         if let Some(frame) = stack.frames.get_mut(depth) {
-            frame.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+            frame.timestamp_ns = timestamp();
             if has(flags::EMIT_EVENTS) {
-                args.write_to(&mut frame.args);
+                // SAFETY: `frame.args` has MAX_ARGS slots, at least `record_args`.
+                unsafe { args.write_to(frame.args.as_mut_ptr()) };
             }
             frame.wanted = wanted as u32;
-            frame.stack_id = stack_id;
         }
         // Deeper than MAX_DEPTH (frames has MAX_DEPTH slots): depth still counts, so
         // returns keep popping the right frames.
@@ -528,103 +724,99 @@ mod programs {
 
     /// One call as it will be recorded.
     struct Call<'a> {
-        kind: u32,
+        kind: u16,
         tgid: u32,
         tid: u32,
         probe_id: u32,
         args: Args<'a>,
         ret: u64,
         latency_ns: u64,
-        /// Entry time when known (paired calls); 0 takes the time now.
-        start_ns: u64,
-        stack_id: i32,
-        flags: u32,
+        timestamp_ns: u64,
+        flags: u16,
     }
 
-    /// Writes the task's comm straight into `out` (no temporary, no copy).
+    /// Reserves, fills and submits one record: the head, then what this run shows (see
+    /// `EventHead`). Its size is a constant of the run, as the verifier requires.
     #[inline(always)]
-    fn current_comm(out: &mut [u8; COMM_LEN]) {
-        // SAFETY: the helper writes at most COMM_LEN bytes into the buffer it is given.
-        unsafe { generated::bpf_get_current_comm(out.as_mut_ptr().cast(), COMM_LEN as u32) };
-    }
-
-    /// Fills every field of a reserved record from `call`.
-    #[inline(always)]
-    fn fill(event: &mut CallEvent, call: &Call<'_>, extra_flags: u32) {
-        event.timestamp_ns = if call.start_ns != 0 {
-            call.start_ns
-        } else {
-            // SAFETY: a helper without arguments.
-            unsafe { bpf_ktime_get_ns() }
-        };
-        call.args.write_to(&mut event.args);
-        event.ret = call.ret;
-        event.latency_ns = call.latency_ns;
-        event.tgid = call.tgid;
-        event.tid = call.tid;
-        event.probe_id = call.probe_id;
-        event.kind = call.kind;
-        event.flags = call.flags | extra_flags;
-        event.stack_id = call.stack_id;
-        current_comm(&mut event.comm);
-    }
-
-    /// Reserves, fills and submits one record (with string arguments when configured).
-    #[inline(always)]
-    fn emit(call: &Call<'_>) {
+    fn emit(task: Task, call: &Call<'_>) {
         let cfg = config();
-        if cfg.str_arg_count == 0 {
-            let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
-                count_lost(lost::RINGBUF_FULL);
-                return;
-            };
-            // SAFETY: `reserve` handed out exclusive memory of the right size and
-            // alignment; `fill` writes every field before submit.
-            fill(unsafe { &mut *entry.as_mut_ptr() }, call, 0);
-            entry.submit(wakeup_flags());
-            return;
-        }
-        let Some(mut entry) = EVENTS.reserve::<CallEventWithStrings>(0) else {
+        let size = record_size(call.kind, cfg.record_args, cfg.str_arg_count);
+        let Some(mut record) = EVENTS.reserve_bytes(size, 0) else {
             count_lost(lost::RINGBUF_FULL);
             return;
         };
-        // SAFETY: as above; every string buffer is written (or emptied) below.
-        let record = unsafe { &mut *entry.as_mut_ptr() };
-        let mut truncated = 0;
-        for i in 0..MAX_STR_ARGS {
-            let buf = &mut record.strings[i];
-            buf[0] = 0;
-            if i as u32 >= cfg.str_arg_count {
-                continue;
+        let base = record.as_mut_ptr();
+        let mut flags = call.flags;
+        // SAFETY: `reserve_bytes` handed out `size` exclusive bytes, 8-aligned; every
+        // write below is inside the layout `record_size` measured for this run.
+        unsafe {
+            let head = base.cast::<EventHead>();
+            (*head).timestamp_ns = call.timestamp_ns;
+            (*head).tgid = call.tgid;
+            (*head).tid = call.tid;
+            (*head).probe_id = call.probe_id;
+            (*head).kind = call.kind;
+            task.comm_into(addr_of_mut!((*head).comm));
+            if call.kind == KIND_CALL {
+                let words = base.add(args_offset(KIND_ENTRY)).cast::<u64>();
+                *words = call.ret;
+                *words.add(1) = call.latency_ns;
             }
-            let ptr = call.args.get(cfg.str_args[i] as usize);
-            // SAFETY: reads user memory through the fault-tolerant helper, into a buffer
-            // of exactly STR_CAP bytes.
-            let len = unsafe {
-                bpf_probe_read_user_str(buf.as_mut_ptr().cast(), STR_CAP as u32, ptr as *const _)
-            };
-            if len < 0 {
-                buf[0] = 0;
-            } else if len as usize == STR_CAP {
-                // The helper stopped at the cap; the string went on if its next byte does.
-                let next = unsafe { bpf_probe_read_user((ptr + STR_CAP as u64 - 1) as *const u8) };
-                if next.unwrap_or(0) != 0 {
-                    truncated |= EVENT_STR_TRUNCATED << i;
+            call.args
+                .write_to(base.add(args_offset(call.kind)).cast::<u64>());
+            let strings = base.add(strings_offset(call.kind, cfg.record_args));
+            for i in 0..MAX_STR_ARGS {
+                if (i as u32) < cfg.str_arg_count {
+                    let pointer = call.args.get(cfg.str_args[i] as usize);
+                    if read_string(strings.add(i * STR_CAP), pointer) {
+                        flags |= EVENT_STR_TRUNCATED << i;
+                    }
+                }
+            }
+            (*head).flags = flags;
+        }
+        record.submit(wakeup_flags());
+    }
+
+    /// Copies the NUL-terminated user string at `pointer` into the `STR_CAP` bytes at
+    /// `buf` (empty when unreadable); true when it went on beyond them.
+    ///
+    /// # Safety
+    /// `buf` must point to `STR_CAP` writable bytes.
+    #[inline(always)]
+    unsafe fn read_string(buf: *mut u8, pointer: u64) -> bool {
+        // SAFETY: a fault-tolerant read into exactly STR_CAP bytes.
+        let len =
+            unsafe { bpf_probe_read_user_str(buf.cast(), STR_CAP as u32, pointer as *const _) };
+        if len < 0 {
+            // SAFETY: within the caller's buffer.
+            unsafe { *buf = 0 };
+            return false;
+        }
+        if len as usize != STR_CAP {
+            return false;
+        }
+        // The helper stopped at the cap; the string went on if its next byte does.
+        // SAFETY: a fault-tolerant read of one user byte.
+        let next = unsafe { bpf_probe_read_user((pointer + STR_CAP as u64 - 1) as *const u8) };
+        next.unwrap_or(0) != 0
+    }
+
+    /// Wake the reader once this CPU has written a batch (`Config::wakeup_every`); it also
+    /// drains on a timer. A per-CPU count costs less than asking the ring how full it is.
+    #[inline(always)]
+    fn wakeup_flags() -> u64 {
+        if let Some(pending) = PENDING.get_ptr_mut(0) {
+            // SAFETY: this CPU's counter; preemption is off while the program runs.
+            unsafe {
+                *pending += 1;
+                if *pending >= config().wakeup_every {
+                    *pending = 0;
+                    return BPF_RB_FORCE_WAKEUP as u64;
                 }
             }
         }
-        fill(&mut record.event, call, truncated);
-        entry.submit(wakeup_flags());
-    }
-
-    /// Wake the reader only once a batch is pending; it also drains on a timer.
-    #[inline(always)]
-    fn wakeup_flags() -> u64 {
-        if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
-            BPF_RB_FORCE_WAKEUP as u64
-        } else {
-            BPF_RB_NO_WAKEUP as u64
-        }
+        BPF_RB_NO_WAKEUP as u64
     }
 
     #[inline(always)]

@@ -67,6 +67,13 @@ pub fn has_uprobe_multi(version: Option<KernelVersion>) -> bool {
     version.is_none_or(|v| v.at_least(6, 6))
 }
 
+/// Whether programs may read the current task through its BTF pointer
+/// (`bpf_get_current_task_btf`, Linux 5.11). Unknown versions get the helpers, which
+/// always work.
+pub fn has_task_btf_pointer(version: Option<KernelVersion>) -> bool {
+    version.is_some_and(|v| v.at_least(5, 11))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod events;
 pub mod kernel;
+pub mod kernel_btf;
 pub mod loader;
 pub mod output;
 pub mod privilege;

@@ -67,6 +67,108 @@ fn ret_pairs_recursive_calls() {
     assert!(latencies.windows(2).all(|w| w[0] <= w[1]), "{latencies:?}");
 }
 
+/// Four threads nest calls at the same time. Each return must pair with its own entry:
+/// `fixture_nest(x, d)` returns `x + d` and `x` differs per thread and call, so a frame
+/// popped from another thread's or another call's stack shows as a wrong sum.
+fn nested_calls_pair_exactly_across_threads(call_slots: &str) {
+    const THREADS: i64 = 4;
+    const CALLS: i64 = 400;
+    let fixture = target_fixture();
+    let tracer = Tracer::start_with_env(
+        &[
+            "uprobe",
+            path(&fixture),
+            "fixture_nest",
+            "--ret",
+            "-a",
+            "0:i64",
+            "-a",
+            "1:i64",
+        ],
+        &[("EBPF_TOOL_CALL_SLOTS", call_slots)],
+    );
+    let (pid, out) = run_fixture(&fixture, "threads", CALLS as u32);
+    let lines = tracer.interrupt().ok();
+    let expected_sum: i64 = (0..THREADS)
+        .flat_map(|t| (0..CALLS).map(move |i| t * 1000 + i + 3))
+        .sum();
+    assert_eq!(out, expected_sum.to_string());
+    let mut got: Vec<(i64, i64, i64)> = parse_events(&lines)
+        .into_iter()
+        .filter(|e| e.pid == pid)
+        .map(|e| (e.number("arg0"), e.number("arg1"), e.number("ret")))
+        .collect();
+    got.sort_unstable();
+    let expected: Vec<(i64, i64, i64)> = (0..THREADS)
+        .flat_map(|t| (0..CALLS).map(move |i| t * 1000 + i))
+        .flat_map(|x| (0..=3).map(move |d| (x, d, x + d)))
+        .collect();
+    assert_eq!(got.len(), expected.len(), "calls paired");
+    let wrong: Vec<_> = got
+        .iter()
+        .zip(&expected)
+        .filter(|(g, e)| g != e)
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "mispaired (got, expected): {wrong:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("entry=unseen")),
+        "every return found its entry"
+    );
+}
+
+#[test]
+fn ret_pairs_calls_of_concurrent_threads() {
+    if !privileged("ret_pairs_calls_of_concurrent_threads") {
+        return;
+    }
+    nested_calls_pair_exactly_across_threads("4096");
+}
+
+/// One call slot for all threads: while one holds it, the others keep their calls in the
+/// hash-map fallback, and a thread may have frames in both.
+#[test]
+fn ret_pairs_calls_when_threads_share_one_call_slot() {
+    if !privileged("ret_pairs_calls_when_threads_share_one_call_slot") {
+        return;
+    }
+    nested_calls_pair_exactly_across_threads("1");
+}
+
+/// The task's ids and comm are read through its BTF pointer where the kernel's BTF says
+/// where they are, else through helpers: both give the same pid, tid, comm and filters.
+#[test]
+fn task_fields_read_by_either_path_agree() {
+    if !privileged("task_fields_read_by_either_path_agree") {
+        return;
+    }
+    let fixture = target_fixture();
+    let comm = common::comm_of(&fixture);
+    for setting in ["on", "off"] {
+        let tracer = Tracer::start_with_env(
+            &[
+                "uprobe",
+                path(&fixture),
+                "fixture_target",
+                "--comm",
+                &comm,
+                "-a",
+                "0:i64",
+            ],
+            &[("EBPF_TOOL_TASK_FIELDS", setting)],
+        );
+        let (pid, _) = run_fixture(&fixture, "calls", 7);
+        let lines = tracer.interrupt().ok();
+        let events = parse_events(&lines);
+        assert_eq!(events.len(), 7, "{setting}: {lines:?}");
+        for (i, event) in events.iter().enumerate() {
+            assert_eq!((event.pid, event.tid), (pid, pid), "{setting}: {event:?}");
+            assert_eq!(event.comm, comm, "{setting}");
+            assert_eq!(event.number("arg0"), i as i64 * 10 + 1, "{setting}");
+        }
+    }
+}
+
 #[test]
 fn latency_times_each_call_and_builds_a_histogram() {
     if !privileged("latency_times_each_call_and_builds_a_histogram") {

@@ -20,9 +20,12 @@ use aya::{
     },
 };
 use ebpf_tool_common::{
-    CONFIG_GLOBAL, Config, CountKey, EVENTS_RING_BYTES, EVENTS_RING_BYTES_UNUSED, HIST_SLOTS,
-    HISTS_PER_PROBE, StackKey, by, flags, lost, maps,
+    CALL_SLOT_COUNT, CONFIG_GLOBAL, Config, CountKey, EVENTS_RING_BYTES, EVENTS_RING_BYTES_UNUSED,
+    HIST_SLOTS, HISTS_PER_PROBE, KIND_CALL, KIND_ENTRY, StackKey, WAKEUP_FRACTION, by, flags, lost,
+    maps, record_size,
 };
+
+use crate::{kernel, kernel_btf};
 
 /// The kernel programs, built by build.rs from `crates/ebpf-tool-ebpf`.
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/uprobe"));
@@ -38,8 +41,55 @@ const MAX_STACKS: u32 = 16384;
 /// Distinct (function, pid|tid|comm) keys `--count --by` can tell apart; more are counted
 /// as "not counted", never dropped silently.
 const MAX_COUNT_KEYS: u32 = 65536;
-/// Threads that can be inside probed calls at once under `--ret`/`--latency` (an LRU map).
+/// Threads that can be inside probed calls at once under `--ret`/`--latency` without a
+/// slot of their own in `CALL_SLOTS` (an LRU map).
 const MAX_THREADS_IN_CALLS: u32 = 16384;
+
+/// `EBPF_TOOL_TASK_FIELDS=off` makes the programs read task ids and comm through helpers
+/// even where the kernel's BTF gives the fields' offsets (to test that path).
+pub const TASK_FIELDS_VAR: &str = "EBPF_TOOL_TASK_FIELDS";
+
+/// `EBPF_TOOL_CALL_SLOTS=N` (a power of two up to `CALL_SLOT_COUNT`) gives threads only N
+/// slots to share, so tests can make them collide and take the `CALLS` fallback.
+pub const CALL_SLOTS_VAR: &str = "EBPF_TOOL_CALL_SLOTS";
+
+/// Slots in `CALL_SLOTS` for this run.
+fn call_slot_count() -> u32 {
+    std::env::var(CALL_SLOTS_VAR)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| n.is_power_of_two() && *n <= CALL_SLOT_COUNT)
+        .unwrap_or(CALL_SLOT_COUNT)
+}
+
+/// What only the running machine can fill in: where its kernel keeps task fields, and how
+/// many records each CPU writes before waking the reader.
+fn complete_for_this_machine(config: &Config, ring_bytes: u32, call_slots: u32) -> Config {
+    let mut config = *config;
+    config.call_slot_mask = call_slots - 1;
+    let has = |flag: u32| config.flags & flag != 0;
+    let kind = if has(flags::PAIR_RETURNS) {
+        KIND_CALL
+    } else {
+        KIND_ENTRY
+    };
+    // Each record also takes the ring's 8-byte header.
+    let record = record_size(kind, config.record_args, config.str_arg_count) + 8;
+    let cpus = aya::util::nr_cpus().unwrap_or(1).max(1);
+    let batch = ring_bytes as usize / WAKEUP_FRACTION as usize / record / cpus;
+    config.wakeup_every = batch.clamp(1, u32::MAX as usize) as u32;
+    let turned_off = std::env::var(TASK_FIELDS_VAR).is_ok_and(|v| v == "off");
+    if !turned_off
+        && kernel::has_task_btf_pointer(kernel::KernelVersion::current())
+        && let Some(fields) = kernel_btf::task_fields()
+    {
+        config.flags |= flags::TASK_FIELDS;
+        config.task_tgid_off = fields.tgid;
+        config.task_pid_off = fields.pid;
+        config.task_comm_off = fields.comm;
+    }
+    config
+}
 
 /// An `EbpfLoader` that does not parse the kernel's BTF.
 ///
@@ -255,21 +305,24 @@ impl Loader {
             has(flags::COUNT) && config.count_by != by::FUNC,
             MAX_COUNT_KEYS,
         );
-        let call_slots = sized(has(flags::PAIR_RETURNS), MAX_THREADS_IN_CALLS);
+        let hashed_calls = sized(has(flags::PAIR_RETURNS), MAX_THREADS_IN_CALLS);
+        let call_slots = sized(has(flags::PAIR_RETURNS), call_slot_count());
         let ring_bytes = if has(flags::EMIT_EVENTS) {
             EVENTS_RING_BYTES
         } else {
             EVENTS_RING_BYTES_UNUSED
         };
+        let config = complete_for_this_machine(config, ring_bytes, call_slots);
         let mut ebpf = loader_without_kernel_btf()
-            .override_global(CONFIG_GLOBAL, config, true)
+            .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(maps::FUNC_COUNTS, probes_u32)
             .map_max_entries(maps::HISTS, hists)
             .map_max_entries(maps::EVENTS, ring_bytes)
             .map_max_entries(maps::STACKS, stack_slots)
             .map_max_entries(maps::STACK_COUNTS, stack_slots)
             .map_max_entries(maps::COUNTS, count_slots)
-            .map_max_entries(maps::CALLS, call_slots)
+            .map_max_entries(maps::CALLS, hashed_calls)
+            .map_max_entries(maps::CALL_SLOTS, call_slots)
             .load(KERNEL_OBJECT)
             .map_err(LoadError::Object)?;
         let map_fds = ebpf

@@ -174,11 +174,14 @@ fn write_json_string(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use ebpf_tool_common::{CallEvent, EVENT_STR_TRUNCATED, MAX_STR_ARGS};
+    use ebpf_tool_common::{EVENT_STR_TRUNCATED, MAX_STR_ARGS};
     use serde_json::Value;
 
     use super::*;
-    use crate::output::args::{ArgSpec, ArgType};
+    use crate::{
+        events::CallEvent,
+        output::args::{ArgSpec, ArgType},
+    };
 
     fn parse(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).expect("valid JSON")
@@ -195,7 +198,6 @@ mod tests {
             tid: 2,
             kind: KIND_CALL,
             flags: EVENT_STR_TRUNCATED,
-            stack_id: -1,
             ..Default::default()
         };
         event.comm[..3].copy_from_slice(b"a\x1b\xff");

@@ -51,10 +51,13 @@ pub fn write_event(
 
 #[cfg(test)]
 mod tests {
-    use ebpf_tool_common::{COMM_LEN, CallEvent, EVENT_STR_TRUNCATED, MAX_STR_ARGS};
+    use ebpf_tool_common::{COMM_LEN, EVENT_STR_TRUNCATED, MAX_STR_ARGS};
 
     use super::*;
-    use crate::output::args::{ArgSpec, ArgType};
+    use crate::{
+        events::CallEvent,
+        output::args::{ArgSpec, ArgType},
+    };
 
     fn event(comm: &[u8]) -> CallEvent {
         let mut event = CallEvent {
@@ -63,7 +66,6 @@ mod tests {
             latency_ns: 1500,
             tgid: 42,
             tid: 43,
-            stack_id: -1,
             ..Default::default()
         };
         event.comm[..comm.len()].copy_from_slice(comm);

@@ -228,7 +228,7 @@ fn kernel_config(
         config.flags |= flags::PAIR_RETURNS;
     }
     if args.latency {
-        config.flags |= flags::HIST_LATENCY;
+        config.flags |= flags::HIST_LATENCY | flags::TIMESTAMPS;
     }
     if args.count {
         config.flags |= flags::COUNT;
@@ -267,6 +267,17 @@ fn kernel_config(
         config.arg_filter_value = filter.value;
     }
     if config.flags & flags::EMIT_EVENTS != 0 {
+        // Records carry the argument registers up to the last one shown (string
+        // arguments' pointers too: returns read the strings from the saved registers).
+        config.record_args = format
+            .args
+            .iter()
+            .map(|spec| spec.index as u32 + 1)
+            .max()
+            .unwrap_or(0);
+        if args.json {
+            config.flags |= flags::TIMESTAMPS;
+        }
         let strings = format.string_args();
         config.str_arg_count = strings.len() as u32;
         for (slot, index) in strings.into_iter().enumerate() {

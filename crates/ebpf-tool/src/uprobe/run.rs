@@ -325,9 +325,10 @@ fn drain(
     plan: &Plan,
     summary: &mut json::Summary,
 ) -> anyhow::Result<()> {
+    let layout = events::RecordLayout::of(&plan.config);
     while let Some(record) = ring.next() {
         summary.seen += 1;
-        let record = match events::decode(&record) {
+        let record = match events::decode(&record, layout) {
             Ok(record) => record,
             Err(err) => {
                 if !out.warned_malformed {

@@ -146,7 +146,7 @@ pub fn private_copy(built: &Path) -> PathBuf {
 pub fn target_fixture() -> PathBuf {
     private_copy(&build_c_fixture(
         "target",
-        &["-O2", "-g", "-fno-omit-frame-pointer"],
+        &["-O2", "-g", "-fno-omit-frame-pointer", "-pthread"],
     ))
 }
 
@@ -171,8 +171,14 @@ impl Tracer {
     /// Starts `ebpf-tool <args>` and waits until it says its probe is attached (on stdout,
     /// or on stderr in JSON mode).
     pub fn start(args: &[&str]) -> Tracer {
+        Tracer::start_with_env(args, &[])
+    }
+
+    /// `start`, with extra environment variables for ebpf-tool.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
         let mut child = Command::new(tool())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
