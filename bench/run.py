@@ -10,7 +10,8 @@ waits until the probe lands in its text (its first byte becomes 0xCC) to time st
 then calls bench_fn N times and reports ns/call; the tracer is stopped and its output
 counted. Added cost = traced ns/call - untraced ns/call. A VM's noise only ever adds
 time, so the × floor ratio compares the minimum over R runs of each row with the
-floor's minimum; medians are shown too.
+floor's minimum; medians are shown too. Rows take turns (every row once, R times over),
+so noise that drifts over minutes lands on floors and tracers alike.
 Needs root. Rows for tools that are not installed are skipped with a note.
 """
 
@@ -96,46 +97,62 @@ def stop(tracer):
             return
 
 
-def measure(name, kind, argv, calls, repeat, count_events=None, env=None, pipe=False):
-    """Runs tracer `argv` `repeat` times around the target; returns a Row.
+class Spec:
+    """One tracer row to measure: how to run it and how to count what it reported."""
 
-    count_events(stdout_text, stderr_text) -> number of events the tracer reported.
+    def __init__(self, name, kind, argv, count_events=None, pipe=False, env=None):
+        self.name, self.kind, self.argv = name, kind, argv
+        self.count_events, self.pipe, self.env = count_events, pipe, env
+
+
+def measure(specs, calls, repeat):
+    """Runs each spec `repeat` times around the target; returns a Row per spec.
+
+    Runs are interleaved (every row once, then every row again, ...) so that the VM's
+    drifting noise lands on the floors and the tracers alike, and the ratios compare runs
+    made minutes apart at most. count_events(stdout, stderr) -> events the tracer reported.
     """
-    row = Row(name, kind)
+    rows = [Row(spec.name, spec.kind) for spec in specs]
     for _ in range(repeat):
-        out = tempfile.TemporaryFile(mode="w+")
-        err = tempfile.TemporaryFile(mode="w+")
-        waiter = subprocess.Popen([str(TARGET), "wait", "30000"], stdout=subprocess.PIPE, text=True)
-        started = time.monotonic_ns()
-        tracer, cat = start_tracer(argv, out, err, pipe, env)
-        probed = waiter.communicate()[0]
-        at = int(probed.split("=")[1]) if "=" in probed else 0
-        if at == 0:
-            tracer.kill()
-            row.note = "never attached"
-            return row
-        row.startup.append((at - started) / 1e6)
-        time.sleep(0.2)
-        cpu0, _ = proc_stat(tracer.pid)
-        traced = run_target("fn", calls)
-        time.sleep(0.5)  # let the tracer drain
-        cpu1, rss = proc_stat(tracer.pid)
-        t_stop = time.monotonic()
-        stop(tracer)
-        row.detach_s = time.monotonic() - t_stop
-        if cat:
-            cat.wait(timeout=60)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-        row.added.append(traced - BASELINE)
-        row.rss.append(rss)
-        workload_s = traced * calls / 1e9
-        row.cpu.append(100.0 * (cpu1 - cpu0) / max(workload_s + 0.5, 1e-9))
-        row.calls.append(calls)
-        if count_events:
-            row.events.append(count_events(stdout, stderr))
-    return row
+        for spec, row in zip(specs, rows):
+            if not row.note:
+                measure_once(spec, row, calls)
+    return rows
+
+
+def measure_once(spec, row, calls):
+    out = tempfile.TemporaryFile(mode="w+")
+    err = tempfile.TemporaryFile(mode="w+")
+    waiter = subprocess.Popen([str(TARGET), "wait", "30000"], stdout=subprocess.PIPE, text=True)
+    started = time.monotonic_ns()
+    tracer, cat = start_tracer(spec.argv, out, err, spec.pipe, spec.env)
+    probed = waiter.communicate()[0]
+    at = int(probed.split("=")[1]) if "=" in probed else 0
+    if at == 0:
+        tracer.kill()
+        row.note = "never attached"
+        return
+    row.startup.append((at - started) / 1e6)
+    time.sleep(0.2)
+    cpu0, _ = proc_stat(tracer.pid)
+    traced = run_target("fn", calls)
+    time.sleep(0.5)  # let the tracer drain
+    cpu1, rss = proc_stat(tracer.pid)
+    t_stop = time.monotonic()
+    stop(tracer)
+    row.detach_s = time.monotonic() - t_stop
+    if cat:
+        cat.wait(timeout=60)
+    out.seek(0)
+    err.seek(0)
+    stdout, stderr = out.read(), err.read()
+    row.added.append(traced - BASELINE)
+    row.rss.append(rss)
+    workload_s = traced * calls / 1e9
+    row.cpu.append(100.0 * (cpu1 - cpu0) / max(workload_s + 0.5, 1e-9))
+    row.calls.append(calls)
+    if spec.count_events:
+        row.events.append(spec.count_events(stdout, stderr))
 
 
 def ebpf_tool(*args):
@@ -174,33 +191,32 @@ def count_hist_total(stdout, _stderr):
     return sum(int(n) for n in re.findall(r":\s+(\d+)\s+\|", stdout))
 
 
-def tool_rows(calls, repeat):
-    rows = []
-    rows.append(measure("floor: no-op uprobe", "entry", ebpf_tool("--noop"), calls, repeat))
-    rows.append(measure("floor: no-op uprobe + uretprobe", "pair", ebpf_tool("--noop", "--ret"), calls, repeat))
-    rows.append(measure("ebpf-tool --count", "entry", ebpf_tool("--count"), calls, repeat, count_ebpf_table))
-    rows.append(measure("ebpf-tool --latency -q (in-kernel hist)", "pair", ebpf_tool("--latency", "-q"), calls, repeat, count_hist))
-    rows.append(measure("ebpf-tool (one line per call, to a pipe)", "entry", ebpf_tool(), calls, repeat, count_lines,
-                        pipe=True))
-    rows.append(measure("ebpf-tool --json (to a pipe)", "entry", ebpf_tool("--json"), calls, repeat,
-                        lambda o, e: o.count('"type":"call"'), pipe=True))
-    return rows
+def tool_specs():
+    return [
+        Spec("floor: no-op uprobe", "entry", ebpf_tool("--noop")),
+        Spec("floor: no-op uprobe + uretprobe", "pair", ebpf_tool("--noop", "--ret")),
+        Spec("ebpf-tool --count", "entry", ebpf_tool("--count"), count_ebpf_table),
+        Spec("ebpf-tool --latency -q (in-kernel hist)", "pair", ebpf_tool("--latency", "-q"), count_hist),
+        Spec("ebpf-tool (one line per call, to a pipe)", "entry", ebpf_tool(), count_lines, pipe=True),
+        Spec("ebpf-tool --json (to a pipe)", "entry", ebpf_tool("--json"),
+             lambda o, e: o.count('"type":"call"'), pipe=True),
+    ]
 
 
-def other_rows(calls, repeat):
-    rows, notes = [], []
+def other_specs():
+    specs, notes = [], []
     target = str(TARGET)
     if shutil.which("bpftrace"):
         bt = lambda prog: ["bpftrace", "-e", prog]
-        rows.append(measure("bpftrace count()", "entry", bt(f"uprobe:{target}:bench_fn {{ @ = count(); }}"),
-                            calls, repeat, count_bpftrace_map))
-        rows.append(measure("bpftrace hist(latency)", "pair",
-                            bt(f"uprobe:{target}:bench_fn {{ @s[tid] = nsecs; }} "
-                               f"uretprobe:{target}:bench_fn /@s[tid]/ {{ @h = hist(nsecs - @s[tid]); delete(@s[tid]); }}"),
-                            calls, repeat, count_hist_total))
-        rows.append(measure("bpftrace printf (to a pipe)", "entry",
-                            bt(f"uprobe:{target}:bench_fn {{ printf(\"hit %d\\n\", pid); }}"),
-                            calls, repeat, count_bpftrace_printf, pipe=True))
+        specs.append(Spec("bpftrace count()", "entry", bt(f"uprobe:{target}:bench_fn {{ @ = count(); }}"),
+                          count_bpftrace_map))
+        specs.append(Spec("bpftrace hist(latency)", "pair",
+                          bt(f"uprobe:{target}:bench_fn {{ @s[tid] = nsecs; }} "
+                             f"uretprobe:{target}:bench_fn /@s[tid]/ {{ @h = hist(nsecs - @s[tid]); delete(@s[tid]); }}"),
+                          count_hist_total))
+        specs.append(Spec("bpftrace printf (to a pipe)", "entry",
+                          bt(f"uprobe:{target}:bench_fn {{ printf(\"hit %d\\n\", pid); }}"),
+                          count_bpftrace_printf, pipe=True))
     else:
         notes.append("bpftrace not installed (apt-get install bpftrace): its rows are skipped")
     funccount = shutil.which("funccount-bpfcc")
@@ -218,14 +234,14 @@ def other_rows(calls, repeat):
     if funccount and bcc_error:
         notes.append(f"BCC is installed but cannot run here ({bcc_error}): its rows are skipped")
     elif funccount:
-        rows.append(measure("BCC funccount", "entry", [funccount, f"{target}:bench_fn"], calls, repeat, count_funccount))
-        rows.append(measure("BCC funclatency", "pair", [shutil.which("funclatency-bpfcc"), f"{target}:bench_fn"],
-                            calls, repeat, count_hist_total))
-        rows.append(measure("BCC trace (to a pipe)", "entry", [shutil.which("trace-bpfcc"), f"{target}:bench_fn"],
-                            calls, repeat, lambda o, e: max(0, len(o.splitlines()) - 1), pipe=True))
+        specs.append(Spec("BCC funccount", "entry", [funccount, f"{target}:bench_fn"], count_funccount))
+        specs.append(Spec("BCC funclatency", "pair", [shutil.which("funclatency-bpfcc"), f"{target}:bench_fn"],
+                          count_hist_total))
+        specs.append(Spec("BCC trace (to a pipe)", "entry", [shutil.which("trace-bpfcc"), f"{target}:bench_fn"],
+                          lambda o, e: max(0, len(o.splitlines()) - 1), pipe=True))
     else:
         notes.append("BCC not installed (apt-get install bpfcc-tools): its rows are skipped")
-    return rows, notes
+    return specs, notes
 
 
 def paced(calls_per_rate, rates):
@@ -297,9 +313,8 @@ def main():
     build()
     BASELINE = statistics.median(run_target("fn", args.calls) for _ in range(5))
 
-    rows = tool_rows(args.calls, args.repeat)
-    others, notes = other_rows(args.calls, args.repeat)
-    rows += others
+    others, notes = other_specs()
+    rows = measure(tool_specs() + others, args.calls, args.repeat)
     floors = {r.kind: min(r.added) for r in rows if r.name.startswith("floor") and r.added}
 
     kernel = os.uname().release

@@ -34,12 +34,25 @@ pub enum KernelError {
         .0.major, .0.minor
     )]
     NoRingBuffer(KernelVersion),
+    #[error(
+        "this kernel ({}.{}) has no atomic compare-and-exchange for BPF programs, which --ret and --latency use to pair returns with entries: Linux 5.12 or newer is required",
+        .0.major, .0.minor
+    )]
+    NoCompareExchange(KernelVersion),
 }
 
 /// Fails when the kernel lacks something every run needs.
 pub fn check(version: Option<KernelVersion>) -> Result<(), KernelError> {
     match version {
         Some(v) if !v.at_least(5, 8) => Err(KernelError::NoRingBuffer(v)),
+        _ => Ok(()),
+    }
+}
+
+/// Fails when the kernel cannot run the pairing of returns with entries.
+pub fn check_return_probes(version: Option<KernelVersion>) -> Result<(), KernelError> {
+    match version {
+        Some(v) if !v.at_least(5, 12) => Err(KernelError::NoCompareExchange(v)),
         _ => Ok(()),
     }
 }
@@ -94,6 +107,13 @@ mod tests {
         assert!(check(v(5, 4)).is_err());
         assert!(check(v(5, 8)).is_ok());
         assert!(check(None).is_ok());
+    }
+
+    #[test]
+    fn pairing_needs_5_12() {
+        assert!(check_return_probes(v(5, 11)).is_err());
+        assert!(check_return_probes(v(5, 12)).is_ok());
+        assert!(check_return_probes(None).is_ok());
     }
 
     #[test]

@@ -30,6 +30,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Uprobe(args) if args.list => uprobe::list(&args),
         Command::Uprobe(args) => {
+            // Needed at load; read meanwhile, while the target's symbols are.
+            ebpf_tool::kernel_btf::start_reading();
             let plan = uprobe::Plan::from_args(&args)?;
             uprobe::run(plan)
         }

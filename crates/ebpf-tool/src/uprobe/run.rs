@@ -78,6 +78,9 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     privilege::check()?;
     let kernel_version = kernel::KernelVersion::current();
     kernel::check(kernel_version)?;
+    if plan.attach_return {
+        kernel::check_return_probes(kernel_version)?;
+    }
     // Installed before attaching so a signal during start-up also detaches cleanly.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
