@@ -68,6 +68,7 @@ class Row:
         self.name, self.kind = name, kind
         self.added, self.startup, self.rss, self.cpu, self.events, self.calls, self.note = (
             [], [], [], [], [], [], "")
+        self.lost = []
 
 
 def start_tracer(argv, out, err, pipe, env=None):
@@ -153,6 +154,13 @@ def measure_once(spec, row, calls):
     row.calls.append(calls)
     if spec.count_events:
         row.events.append(spec.count_events(stdout, stderr))
+        row.lost.append(reported_lost(stdout, stderr) if spec.argv[0] == str(TOOL) else 0)
+
+
+def reported_lost(stdout, stderr):
+    """Events ebpf-tool itself reported lost (its summary line, text or JSON)."""
+    match = re.search(r"events seen, \d+ printed, (\d+) lost", stderr) or re.search(r'"lost":(\d+)', stdout)
+    return int(match.group(1)) if match else 0
 
 
 def ebpf_tool(*args):
@@ -328,7 +336,12 @@ def main():
             print(f"| {r.name} | {r.note or 'failed'} | | | | | | |")
             continue
         ratio = min(r.added) / floors[r.kind] if r.kind in floors else float("nan")
-        events = f"{min(r.events)}/{r.calls[0]}" if r.events else "-"
+        events = "-"
+        if r.events:
+            worst = min(range(len(r.events)), key=lambda i: r.events[i])
+            events = f"{r.events[worst]}/{r.calls[0]}"
+            if r.lost[worst]:
+                events += f" ({r.lost[worst]} reported lost)"
         print(f"| {r.name} | {fmt(r.added)} | {ratio:.2f}× | {events} | {fmt(r.startup)} | {fmt(r.rss, 1)} | "
               f"{fmt(r.cpu)} | {getattr(r, 'detach_s', 0):.2f} |")
     for note in notes:

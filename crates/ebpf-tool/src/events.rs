@@ -205,6 +205,34 @@ mod tests {
         assert_eq!(decode(&odd, TWO_ARGS), Err(DecodeError::Kind { kind: 7 }));
     }
 
+    /// Whatever the bytes, decoding answers without panicking, and accepts exactly the
+    /// records of the layout's size for their kind.
+    #[test]
+    fn any_bytes_decode_or_fail_cleanly() {
+        for args in 0..=MAX_ARGS as u32 {
+            for strings in 0..=MAX_STR_ARGS as u32 {
+                let layout = RecordLayout { args, strings };
+                for kind in [KIND_ENTRY, KIND_CALL, 2] {
+                    for len in 0..=record_size(KIND_CALL, 6, 2) + 8 {
+                        let mut bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+                        if len >= EVENT_HEAD_SIZE {
+                            let at = std::mem::offset_of!(EventHead, kind);
+                            bytes[at..at + 2].copy_from_slice(&kind.to_ne_bytes());
+                        }
+                        let valid = len >= EVENT_HEAD_SIZE
+                            && kind <= KIND_CALL
+                            && len == record_size(kind, args, strings);
+                        assert_eq!(
+                            decode(&bytes, layout).is_ok(),
+                            valid,
+                            "{layout:?} {kind} {len}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_full_comm_has_no_terminator() {
         assert_eq!(comm_bytes(b"0123456789abcdef"), b"0123456789abcdef");
