@@ -9,9 +9,10 @@ Every row is measured the same way: the tracer is started, bench/target.c (built
 waits until the probe lands in its text (its first byte becomes 0xCC) to time start-up,
 then calls bench_fn N times and reports ns/call; the tracer is stopped and its output
 counted. Added cost = traced ns/call - untraced ns/call. A VM's noise only ever adds
-time, so the × floor ratio compares the minimum over R runs of each row with the
-floor's minimum; medians are shown too. Rows take turns (every row once, R times over),
-so noise that drifts over minutes lands on floors and tracers alike.
+time and drifts over minutes, so rows take turns (every row once, R times over) and the
+× floor ratio is the median over those R rounds of the row's cost divided by its floor's
+cost in the same round (seconds apart); the ratio of the minima is shown too, and the
+targets are judged on the paired median.
 Needs root. Rows for tools that are not installed are skipped with a note.
 """
 
@@ -323,26 +324,37 @@ def main():
 
     others, notes = other_specs()
     rows = measure(tool_specs() + others, args.calls, args.repeat)
-    floors = {r.kind: min(r.added) for r in rows if r.name.startswith("floor") and r.added}
+    floors = {r.kind: r for r in rows if r.name.startswith("floor") and r.added}
+
+    def paired_ratio(row):
+        """Median over rounds of row / floor, each pair measured seconds apart."""
+        floor = floors.get(row.kind)
+        if not floor:
+            return float("nan")
+        return statistics.median(a / f for a, f in zip(row.added, floor.added))
+
+    def min_ratio(row):
+        floor = floors.get(row.kind)
+        return min(row.added) / min(floor.added) if floor else float("nan")
 
     kernel = os.uname().release
     print(f"## Benchmark ({time.strftime('%Y-%m-%d')}, kernel {kernel}, {os.cpu_count()} CPUs)\n")
     print(f"Untraced bench_fn: {BASELINE:.1f} ns/call. {args.calls:,} calls per run, {args.repeat} runs per row: "
           "median (min).\n")
-    print("| tracer | added ns/call | × floor (min/min) | events / calls | start-up ms | peak RSS MB | tracer CPU % | detach s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| tracer | added ns/call | × floor (paired) | × floor (min/min) | events / calls | start-up ms | peak RSS MB | "
+          "tracer CPU % | detach s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if not r.added:
-            print(f"| {r.name} | {r.note or 'failed'} | | | | | | |")
+            print(f"| {r.name} | {r.note or 'failed'} | | | | | | | |")
             continue
-        ratio = min(r.added) / floors[r.kind] if r.kind in floors else float("nan")
         events = "-"
         if r.events:
             worst = min(range(len(r.events)), key=lambda i: r.events[i])
             events = f"{r.events[worst]}/{r.calls[0]}"
             if r.lost[worst]:
                 events += f" ({r.lost[worst]} reported lost)"
-        print(f"| {r.name} | {fmt(r.added)} | {ratio:.2f}× | {events} | {fmt(r.startup)} | {fmt(r.rss, 1)} | "
+        print(f"| {r.name} | {fmt(r.added)} | {paired_ratio(r):.2f}× | {min_ratio(r):.2f}× | {events} | {fmt(r.startup)} | {fmt(r.rss, 1)} | "
               f"{fmt(r.cpu)} | {getattr(r, 'detach_s', 0):.2f} |")
     for note in notes:
         print(f"\n_{note}._")
@@ -368,7 +380,7 @@ def main():
     by_name = {r.name: r for r in rows if r.added}
     def ratio(name):
         row = by_name.get(name)
-        return min(row.added) / floors[row.kind] if row and row.kind in floors else float("nan")
+        return paired_ratio(row) if row else float("nan")
     ours = [r for r in rows if r.added and r.name.startswith(("ebpf-tool", "floor"))]
     full_rate = [p for p in paced_rows if p[0] == 1_000_000]
     checks = [
