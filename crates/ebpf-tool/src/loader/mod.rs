@@ -82,12 +82,21 @@ fn complete_for_this_machine(config: &Config, ring_bytes: u32, call_slots: u32) 
     if !turned_off
         && kernel::has_task_btf_pointer(kernel::KernelVersion::current())
         && let Some(fields) = kernel_btf::task_fields()
+        && multi::task_fields_readable(&[fields.tgid, fields.pid], &[fields.comm, fields.comm + 8])
     {
         config.flags |= flags::TASK_FIELDS;
         config.task_tgid_off = fields.tgid;
         config.task_pid_off = fields.pid;
         config.task_comm_off = fields.comm;
     }
+    log::debug!(
+        "task fields read {}",
+        if config.flags & flags::TASK_FIELDS != 0 {
+            "through the task's BTF pointer"
+        } else {
+            "through helpers"
+        }
+    );
     config
 }
 

@@ -259,6 +259,48 @@ pub fn load_program(
     }
 }
 
+/// Whether the kernel lets a uprobe program read the current task's 32-bit fields at
+/// `words` and 64-bit fields at `double_words` (byte offsets) through its BTF pointer, the
+/// way the real programs do: a few instructions loaded and dropped. Turns a verifier
+/// that disagrees into the helper fallback instead of a failed run.
+pub fn task_fields_readable(words: &[u32], double_words: &[u32]) -> bool {
+    const BPF_FUNC_GET_CURRENT_TASK_BTF: i32 = 158;
+    let insn = |code: u8, regs: u8, off: i16, imm: i32| Insn {
+        code,
+        regs,
+        off,
+        imm,
+    };
+    // r6 = current task; for each field: r2 = r6 + offset; r1 = *(size *)(r2 + 0).
+    let mut insns = vec![
+        insn(CALL_OPCODE, 0, 0, BPF_FUNC_GET_CURRENT_TASK_BTF),
+        insn(0xbf, 0x06, 0, 0), // r6 = r0
+    ];
+    let loads = words
+        .iter()
+        .map(|&o| (o, 0x61))
+        .chain(double_words.iter().map(|&o| (o, 0x79)));
+    for (offset, load) in loads {
+        let Ok(offset) = i32::try_from(offset) else {
+            return false;
+        };
+        insns.push(insn(0xbf, 0x62, 0, 0)); // r2 = r6
+        insns.push(insn(0x07, 0x02, 0, offset)); // r2 += offset
+        insns.push(insn(load, 0x21, 0, 0)); // r1 = *(r2 + 0)
+    }
+    insns.push(insn(0xb7, 0x00, 0, 0)); // r0 = 0
+    insns.push(insn(0x95, 0, 0, 0)); // exit
+    let license = CString::new("GPL").expect("no NUL");
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_KPROBE,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_LOAD, &mut attr).is_ok()
+}
+
 /// Applies the relocations of `section` within `bytes` to `insns` (where that code starts
 /// at instruction `base`): map references get the fds in `maps`. Returns the calls into
 /// .text still to place, as (instruction index in `insns`, callee's .text instruction).
@@ -399,6 +441,28 @@ mod tests {
         assert_eq!(std::mem::offset_of!(UprobeMultiLinkAttr, path), 16);
         assert_eq!(std::mem::offset_of!(UprobeMultiLinkAttr, cnt), 48);
         assert_eq!(std::mem::offset_of!(UprobeMultiLinkAttr, pid), 56);
+    }
+
+    /// Needs root (loading a program); where the kernel has BTF, its task_struct's fields
+    /// must be readable, and an offset past the struct must not be.
+    #[test]
+    fn the_kernel_lets_programs_read_the_task_fields_it_describes() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("EBPF_TOOL_REQUIRE_PRIVILEGED").is_none(),
+                "needs root"
+            );
+            return;
+        }
+        let Some(fields) = crate::kernel_btf::task_fields() else {
+            return; // no BTF: the programs use helpers
+        };
+        assert!(task_fields_readable(
+            &[fields.tgid, fields.pid],
+            &[fields.comm, fields.comm + 8]
+        ));
+        assert!(!task_fields_readable(&[1 << 20], &[]));
     }
 
     #[test]
