@@ -252,6 +252,10 @@ pub const fn record_size(kind: u16, args: u32, strings: u32) -> usize {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Frame {
     pub timestamp_ns: u64,
+    /// The stack pointer at entry: a return matches the frame with its own, and frames
+    /// deeper than a return's belong to calls that left without returning (longjmp, an
+    /// exception unwinding through them).
+    pub stack_pointer: u64,
     pub args: [u64; MAX_ARGS],
     /// 1 when the call passed the argument filter at entry.
     pub wanted: u32,

@@ -36,8 +36,8 @@ mod programs {
         CALL_SLOT_COUNT, COMM_LEN, CallStack, Config, CountKey, EVENT_NO_ENTRY,
         EVENT_STR_TRUNCATED, EVENTS_RING_BYTES, EventHead, Frame, HIST_BUCKETS, HIST_COUNT,
         HIST_LATENCY, HIST_MAX, HIST_MIN, HIST_SLOTS, HIST_SUM, HISTS_PER_PROBE, KIND_CALL,
-        KIND_ENTRY, MAX_ARGS, MAX_STR_ARGS, STR_CAP, StackKey, args_offset, by, flags, lost, op,
-        record_size, strings_offset,
+        KIND_ENTRY, MAX_ARGS, MAX_DEPTH, MAX_STR_ARGS, STR_CAP, StackKey, args_offset, by, flags,
+        lost, op, record_size, strings_offset,
     };
 
     /// This run's settings; the loader overwrites the whole struct before load.
@@ -318,7 +318,7 @@ mod programs {
             aggregate_entry(&ctx, task, probe_id, tgid, tid, args);
         }
         if has(flags::PAIR_RETURNS) {
-            push_frame(tid, args, wanted);
+            push_frame(tid, args, wanted, stack_pointer(ctx.regs));
             return 0;
         }
         if wanted && has(flags::EMIT_EVENTS) {
@@ -378,13 +378,28 @@ mod programs {
             }
             return unpaired(task, tgid, tid, probe_id, ctx.ret(), now);
         }
-        stack.depth -= 1;
-        match stack.frames.get(stack.depth as usize) {
-            Some(frame) if frame.wanted != 0 => {
-                complete(task, tgid, tid, probe_id, ctx.ret(), now, frame);
+        let entry_sp = stack_pointer(ctx.regs).wrapping_sub(RETURN_POPS);
+        drop_abandoned_frames(stack, entry_sp, false);
+        if stack.depth == 0 {
+            if in_slot {
+                give_back(stack);
             }
-            Some(_) => {} // filtered out at entry
+            return unpaired(task, tgid, tid, probe_id, ctx.ret(), now);
+        }
+        match stack.frames.get(stack.depth as usize - 1) {
+            // An outer call's frame: this return's entry was not recorded. Leave the frame
+            // for its own return rather than pair it with the wrong one.
+            Some(frame) if frame.stack_pointer > entry_sp => {
+                unpaired(task, tgid, tid, probe_id, ctx.ret(), now);
+            }
+            Some(frame) => {
+                stack.depth -= 1;
+                if frame.wanted != 0 {
+                    complete(task, tgid, tid, probe_id, ctx.ret(), now, frame);
+                }
+            }
             None => {
+                stack.depth -= 1;
                 unpaired(task, tgid, tid, probe_id, ctx.ret(), now); // beyond MAX_DEPTH
             }
         }
@@ -393,6 +408,55 @@ mod programs {
             give_back(stack);
         }
         0
+    }
+
+    /// Bytes a return takes off the stack: x86-64's `ret` pops the return address,
+    /// AArch64's leaves the stack as the call found it.
+    const RETURN_POPS: u64 = if cfg!(bpf_target_arch = "x86_64") {
+        8
+    } else {
+        0
+    };
+
+    /// The stack pointer in the probed task's saved registers (0 where unknown, which
+    /// makes every frame match as before).
+    #[inline(always)]
+    fn stack_pointer(regs: *const aya_ebpf::bindings::pt_regs) -> u64 {
+        // SAFETY: the kernel hands the program the probed task's saved registers.
+        let regs = unsafe { &*regs };
+        #[cfg(bpf_target_arch = "x86_64")]
+        {
+            regs.rsp
+        }
+        #[cfg(bpf_target_arch = "aarch64")]
+        {
+            regs.sp
+        }
+        #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+        {
+            let _ = regs;
+            0
+        }
+    }
+
+    /// Pops the frames of calls that left without returning (longjmp, an exception
+    /// unwinding through them), which no return will ever pop: left in place they would
+    /// fill the stack. A live frame always lies higher in the stack than the calls made
+    /// inside it, so at an entry with stack pointer `sp` every frame at or below `sp` is
+    /// dead (`inclusive`), and at a return every frame below its entry's.
+    #[inline(always)]
+    fn drop_abandoned_frames(stack: &mut CallStack, sp: u64, inclusive: bool) {
+        for _ in 0..MAX_DEPTH {
+            let top = (stack.depth as usize).wrapping_sub(1);
+            match stack.frames.get(top) {
+                Some(frame)
+                    if frame.stack_pointer < sp || (inclusive && frame.stack_pointer == sp) =>
+                {
+                    stack.depth -= 1
+                }
+                _ => return,
+            }
+        }
     }
 
     /// A paired call's return: its latency into the histogram, its record into the ring.
@@ -702,16 +766,18 @@ mod programs {
     }
 
     #[inline(always)]
-    fn push_frame(tid: u32, args: Args<'_>, wanted: bool) {
+    fn push_frame(tid: u32, args: Args<'_>, wanted: bool, stack_pointer: u64) {
         let Some((stack, _)) = stack_to_push(tid) else {
             return; // its return will be counted as unpaired
         };
         // SAFETY: this thread's own stack; see `hello_uretprobe`.
         let stack = unsafe { &mut *stack };
+        drop_abandoned_frames(stack, stack_pointer, true);
         let depth = stack.depth as usize;
         stack.depth += 1;
         if let Some(frame) = stack.frames.get_mut(depth) {
             frame.timestamp_ns = timestamp();
+            frame.stack_pointer = stack_pointer;
             if has(flags::EMIT_EVENTS) {
                 // SAFETY: `frame.args` has MAX_ARGS slots, at least `record_args`.
                 unsafe { args.write_to(frame.args.as_mut_ptr()) };

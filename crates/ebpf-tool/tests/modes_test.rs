@@ -67,6 +67,40 @@ fn ret_pairs_recursive_calls() {
     assert!(latencies.windows(2).all(|w| w[0] <= w[1]), "{latencies:?}");
 }
 
+/// Half the calls leave through longjmp and never return. Their frames must not pile up
+/// (there are more of them than a thread's stack holds): every call that does return is
+/// still paired with its own arguments.
+#[test]
+fn ret_survives_calls_that_never_return() {
+    if !privileged("ret_survives_calls_that_never_return") {
+        return;
+    }
+    let fixture = target_fixture();
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_jump",
+        "--ret",
+        "-a",
+        "0:i64",
+    ]);
+    let calls = 40; // 20 abandoned frames: more than MAX_DEPTH (8)
+    let (pid, out) = run_fixture(&fixture, "jump", calls);
+    let lines = tracer.interrupt().ok();
+    let odd: Vec<i64> = (0..calls as i64).filter(|i| i % 2 == 1).collect();
+    assert_eq!(out, odd.iter().map(|i| 2 * i).sum::<i64>().to_string());
+    let pairs: Vec<(i64, i64)> = parse_events(&lines)
+        .into_iter()
+        .filter(|e| e.pid == pid)
+        .map(|e| (e.number("arg0"), e.number("ret")))
+        .collect();
+    assert_eq!(
+        pairs,
+        odd.iter().map(|&i| (i, 2 * i)).collect::<Vec<_>>(),
+        "{lines:?}"
+    );
+}
+
 /// Four threads nest calls at the same time. Each return must pair with its own entry:
 /// `fixture_nest(x, d)` returns `x + d` and `x` differs per thread and call, so a frame
 /// popped from another thread's or another call's stack shows as a wrong sum.

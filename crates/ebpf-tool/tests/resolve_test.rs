@@ -284,6 +284,7 @@ fn list_prints_functions_with_offsets() {
         [
             "fixture_chain_a",
             "fixture_chain_b",
+            "fixture_jump",
             "fixture_nest",
             "fixture_recurse",
             "fixture_sleep",
