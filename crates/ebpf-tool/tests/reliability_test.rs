@@ -237,3 +237,54 @@ fn go_programs_are_traced_without_harm_and_return_probes_are_refused() {
         );
     }
 }
+
+/// Uretprobes replace return addresses with the kernel's trampoline, which the C++
+/// unwinder cannot step through: an exception leaving a function traced with --ret aborts
+/// the program. Entry probes are harmless; return probes on C++ code come with a warning.
+#[test]
+fn cpp_exceptions_are_safe_under_entry_probes_and_warned_about_for_return_probes() {
+    if !privileged("cpp_exceptions_are_safe_under_entry_probes_and_warned_about_for_return_probes")
+    {
+        return;
+    }
+    let exe = common::private_copy(&common::build_cpp_fixture("throws", &["-O2"]));
+    let untraced = Command::new(&exe).arg("30").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&untraced.stdout), "450 15\n");
+
+    let tracer = Tracer::start(&[
+        "uprobe",
+        exe.to_str().unwrap(),
+        "fixture_thrower",
+        "--count",
+    ]);
+    let traced = Command::new(&exe).arg("30").output().unwrap();
+    let lines = tracer.interrupt().ok();
+    assert_eq!(traced.stdout, untraced.stdout);
+    assert!(traced.status.success());
+    // One function: its compiler-split `.cold` part (where the throw lives) is no entry.
+    let rows: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("fixture_thrower"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{lines:?}");
+    assert!(
+        rows[0]
+            .split_whitespace()
+            .eq(["fixture_thrower(long)", "30"]),
+        "{lines:?}"
+    );
+
+    let warning = "a C++ exception that propagates out of a function traced with --ret";
+    let run = |binary: &str, function: &str, flag: &str| {
+        let out = Command::new(common::tool())
+            .args(["uprobe", binary, function, flag, "-d", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(exe.to_str().unwrap(), "fixture_thrower", "--ret").contains(warning));
+    assert!(!run(exe.to_str().unwrap(), "fixture_thrower", "--count").contains(warning));
+    let c = target_fixture();
+    assert!(!run(c.to_str().unwrap(), "fixture_target", "--ret").contains("uses unwinding"));
+}

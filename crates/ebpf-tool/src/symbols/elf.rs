@@ -41,6 +41,9 @@ pub struct ElfContents {
     pub pointers: DebugPointers,
     /// Built by the Go toolchain (it leaves `.go.buildinfo` / `.gopclntab`).
     pub go: bool,
+    /// What unwinds through this code, when it uses a language's unwinding personality:
+    /// "C++ exception" (`__gxx_personality_v0`) or "Rust panic" (`rust_eh_personality`).
+    pub unwinds: Option<&'static str>,
 }
 
 /// Why an image could not be read.
@@ -111,12 +114,23 @@ pub fn parse(data: &[u8]) -> Result<ElfContents, ElfError> {
     let go = [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
         .iter()
         .any(|name| file.section_by_name(name).is_some());
+    // Imports count: a program that only references the personality routine still has
+    // frames unwound through by exceptions thrown elsewhere.
+    let unwinds = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .find_map(|symbol| match symbol.name().ok()? {
+            "__gxx_personality_v0" => Some("C++ exception"),
+            "rust_eh_personality" => Some("Rust panic"),
+            _ => None,
+        });
     Ok(ElfContents {
         text,
         symtab,
         dynsym,
         pointers,
         go,
+        unwinds,
     })
 }
 

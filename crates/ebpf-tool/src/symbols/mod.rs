@@ -147,6 +147,7 @@ pub struct Symbols {
     searched: Vec<SymbolSource>,
     build_id: Option<String>,
     go: bool,
+    unwinds: Option<&'static str>,
 }
 
 impl Symbols {
@@ -182,6 +183,7 @@ impl Symbols {
             searched: Vec::new(),
             build_id: debuginfo::build_id_hex(&main.pointers),
             go: main.go,
+            unwinds: main.unwinds,
         };
         symbols.add(&main.symtab, SymbolSource::Symtab);
         symbols.add(&main.dynsym, SymbolSource::Dynsym);
@@ -230,6 +232,16 @@ impl Symbols {
                 ));
                 continue;
             }
+            // GCC and clang move a function's unlikely paths into `NAME.cold[.N]`, typed
+            // FUNC but entered by a jump from the middle of NAME: a probe there counts a
+            // path, not calls, and a return probe would overwrite whatever is on the stack.
+            if symbol.kind == object::elf::STT_FUNC && is_cold_fragment(&symbol.name) {
+                self.non_functions.push((
+                    symbol.name.clone(),
+                    "the cold part of a function, split off by the compiler: entered by a jump, never called",
+                ));
+                continue;
+            }
             let offset = elf::file_offset(&self.text, symbol.address);
             match (is_function, offset) {
                 (true, Some(file_offset)) => self.functions.push(FunctionSymbol {
@@ -255,6 +267,12 @@ impl Symbols {
     /// True for a program built by the Go toolchain.
     pub fn is_go(&self) -> bool {
         self.go
+    }
+
+    /// What unwinds through this file's functions ("C++ exception", "Rust panic"), if
+    /// its code uses such a language's unwinder.
+    pub fn unwinds(&self) -> Option<&'static str> {
+        self.unwinds
     }
 
     /// Every function, sorted by name.
@@ -313,6 +331,13 @@ fn elf_error(path: &Path, err: elf::ElfError) -> SymbolError {
     }
 }
 
+/// `NAME.cold` or `NAME.cold.N`: a compiler-split cold fragment of NAME.
+fn is_cold_fragment(name: &str) -> bool {
+    let name = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.ends_with(".cold")
+}
+
 fn describe_type(st_type: u8) -> &'static str {
     use object::elf::*;
     match st_type {
@@ -322,5 +347,32 @@ fn describe_type(st_type: u8) -> &'static str {
         STT_FILE => "a file name",
         STT_COMMON => "a common block",
         _ => "not typed as a function",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_cold_fragment;
+
+    #[test]
+    fn tells_cold_fragments_from_functions_and_clones() {
+        for cold in [
+            "main.cold",
+            "_Z15fixture_throwerl.cold",
+            "parse.cold.12",
+            "f.part.0.cold",
+        ] {
+            assert!(is_cold_fragment(cold), "{cold}");
+        }
+        for function in [
+            "cold",
+            "main",
+            "f.part.0",
+            "g.isra.3",
+            "h.constprop.0",
+            "coldest",
+        ] {
+            assert!(!is_cold_fragment(function), "{function}");
+        }
     }
 }

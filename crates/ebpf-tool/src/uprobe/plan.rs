@@ -79,6 +79,8 @@ pub struct Plan {
     pub text_ranges: Vec<std::ops::Range<u64>>,
     /// What resolving FUNCTION found worth saying (globs, overloads, IFUNCs).
     pub notes: Vec<String>,
+    /// Risks of this run to the traced program, printed as warnings.
+    pub warnings: Vec<String>,
     /// How events name each function (`labels[probe_id]`): demangled, with any offset.
     pub labels: Vec<String>,
     /// `None` runs until Ctrl+C or SIGTERM.
@@ -123,6 +125,18 @@ impl Plan {
         if config.flags & flags::PAIR_RETURNS != 0 && symbols.is_go() {
             return Err(PlanError::GoReturnProbes { path: binary });
         }
+        let mut warnings = Vec::new();
+        if config.flags & flags::PAIR_RETURNS != 0
+            && let Some(unwinding) = symbols.unwinds()
+        {
+            warnings.push(format!(
+                "{} uses unwinding: a {unwinding} that propagates out of a function traced \
+                 with --ret/--latency aborts the program (the unwinder cannot step through the \
+                 kernel's uretprobe trampoline); trace only entries of functions that may be \
+                 unwound through",
+                binary.display()
+            ));
+        }
         let resolution = symbols.resolve(&function_arg)?;
         let functions = resolution.functions;
         if config.flags & flags::PAIR_RETURNS != 0
@@ -157,6 +171,7 @@ impl Plan {
             functions,
             text_ranges: symbols.text_ranges(),
             notes: resolution.notes,
+            warnings,
             duration: (args.duration > 0).then(|| Duration::from_secs(args.duration)),
             pid,
             attach_return: config.flags & flags::PAIR_RETURNS != 0,

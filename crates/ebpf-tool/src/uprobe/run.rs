@@ -91,6 +91,10 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     };
 
     announce(&mut out, &plan)?;
+    for warning in &plan.warnings {
+        out.out.flush()?;
+        eprintln!("ebpf-tool: warning: {}", printable(warning));
+    }
     if plan.attach_return {
         for warning in kernel::return_probe_warnings(kernel_version) {
             out.out.flush()?;
