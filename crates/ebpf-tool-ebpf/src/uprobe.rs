@@ -372,12 +372,6 @@ mod programs {
         // SAFETY: this thread's own stack (its slot, or its CALLS entry); only this thread
         // pushes and pops it, and uprobe handlers of one thread never run concurrently.
         let stack = unsafe { &mut *stack };
-        if stack.depth == 0 {
-            if in_slot {
-                give_back(stack);
-            }
-            return unpaired(task, tgid, tid, probe_id, ctx.ret(), now);
-        }
         let entry_sp = stack_pointer(ctx.regs).wrapping_sub(RETURN_POPS);
         drop_abandoned_frames(stack, entry_sp, false);
         if stack.depth == 0 {
