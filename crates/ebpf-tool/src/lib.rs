@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod events;
+pub mod files;
 pub mod kernel;
 pub mod kernel_btf;
 pub mod loader;

@@ -62,14 +62,16 @@ fn globs_offsets_and_addresses() {
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"fixture_chain_a") && names.contains(&"fixture_chain_b"));
 
-    let base = offset_of(&exe, "fixture_target");
+    // fixture_chain_b: push %rbp (1 byte), mov %rsp,%rbp (3), call: +1 and +4 start
+    // instructions.
+    let base = offset_of(&exe, "fixture_chain_b");
     assert_eq!(
-        resolve(&exe, "fixture_target+4"),
-        vec![("fixture_target+0x4".to_owned(), base + 4)]
+        resolve(&exe, "fixture_chain_b+4"),
+        vec![("fixture_chain_b+0x4".to_owned(), base + 4)]
     );
     assert_eq!(
-        resolve(&exe, "fixture_target+0x4"),
-        resolve(&exe, "fixture_target+4")
+        resolve(&exe, "fixture_chain_b+0x4"),
+        resolve(&exe, "fixture_chain_b+4")
     );
     let symbols = Symbols::read(&exe).unwrap();
     match symbols.resolve("fixture_target+100000") {
@@ -77,11 +79,11 @@ fn globs_offsets_and_addresses() {
         other => panic!("{other:?}"),
     }
     // An address (as nm prints it) inside a function names that function.
-    let address = symbols.resolve("fixture_target").unwrap().functions[0].address;
-    let by_address = resolve(&exe, &format!("{:#x}", address + 2));
+    let address = symbols.resolve("fixture_chain_b").unwrap().functions[0].address;
+    let by_address = resolve(&exe, &format!("{:#x}", address + 1));
     assert_eq!(
         by_address,
-        vec![("fixture_target+0x2".to_owned(), base + 2)]
+        vec![("fixture_chain_b+0x1".to_owned(), base + 1)]
     );
     // A zero-size FUNC (an assembly label) is not a function to probe.
     match symbols.resolve("fixture_label") {

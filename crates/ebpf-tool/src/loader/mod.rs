@@ -407,30 +407,17 @@ impl Loader {
             multi: true,
             ..Default::default()
         };
-        // x86 uprobes refuse to single-step VEX-encoded (AVX) and LOCK-prefixed
-        // instructions (ENOTSUPP). One refused offset fails a whole link and every failed
-        // attempt costs the kernel a synchronize (~40 ms), so when many functions are
-        // asked for, those are reported without asking; named alone, the kernel decides.
+        // Sites the kernel would refuse were left out when FUNCTION was resolved
+        // (symbols::probe_site); a refusal here is a kernel that disagrees.
         let started = std::time::Instant::now();
-        let (refused, plain): (Vec<usize>, Vec<usize>) = (0..points.len())
-            .partition(|&i| points.len() > 1 && starts_with_refused_prefix(&points[i]));
-        for &index in &refused {
-            report.failed.push((
-                index,
-                LoadError::Refused {
-                    path: points[index].path.clone(),
-                    offset: points[index].offset,
-                    why: "not attempted: its first instruction is VEX-encoded (AVX) or LOCK-prefixed, which x86 uprobes cannot single-step; name it alone to let the kernel decide".into(),
-                },
-            ));
-        }
+        let plain: Vec<usize> = (0..points.len()).collect();
         if !plain.is_empty() {
             self.attach_multi_bisecting(kind, points, &plain, &mut report)?;
         }
         log::debug!(
-            "{} points in one link, {} refused by rule, in {:?}",
-            plain.len(),
-            refused.len(),
+            "{} points in one link, {} refused, in {:?}",
+            report.attached,
+            report.failed.len(),
             started.elapsed()
         );
         Ok(report)
@@ -539,16 +526,6 @@ impl Loader {
         }
         Ok(report)
     }
-}
-
-/// True when the instruction at the point begins with a VEX (C4, C5) or LOCK (F0) prefix,
-/// which the kernel's x86 uprobe decoder refuses (EVEX, 62, it accepts).
-fn starts_with_refused_prefix(point: &AttachPoint) -> bool {
-    use std::os::unix::fs::FileExt as _;
-    let mut first = [0u8; 1];
-    std::fs::File::open(&point.path)
-        .and_then(|f| f.read_exact_at(&mut first, point.offset))
-        .is_ok_and(|()| matches!(first[0], 0xc4 | 0xc5 | 0xf0))
 }
 
 fn program_name(kind: ProbeKind, noop: bool) -> &'static str {

@@ -79,7 +79,19 @@ pub fn find_debug_file(binary: &Path, pointers: &DebugPointers, root: &Path) -> 
 }
 
 fn crc_matches(path: &Path, expected: u32) -> bool {
-    std::fs::read(path).is_ok_and(|data| crc32fast::hash(&data) == expected)
+    use std::io::Read as _;
+    let Ok(mut file) = crate::files::open_regular(path) else {
+        return false;
+    };
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return hasher.finalize() == expected,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
 }
 
 /// The build id as hex, for messages.

@@ -6,8 +6,8 @@
 use std::ops::Range;
 
 use object::{
-    Endianness, Object as _, ObjectSection as _, ObjectSymbol as _, elf,
-    read::elf::{ElfFile64, ProgramHeader as _, Sym as _},
+    Endianness, Object as _, ObjectSection as _, ObjectSymbol as _, ReadRef, elf,
+    read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _, Sym as _},
 };
 
 /// One symbol as a table holds it.
@@ -44,6 +44,8 @@ pub struct ElfContents {
     /// What unwinds through this code, when it uses a language's unwinding personality:
     /// "C++ exception" (`__gxx_personality_v0`) or "Rust panic" (`rust_eh_personality`).
     pub unwinds: Option<&'static str>,
+    /// `e_machine`: which instruction set the code is for (`EM_X86_64`, `EM_AARCH64`).
+    pub machine: u16,
 }
 
 /// Why an image could not be read.
@@ -53,20 +55,24 @@ pub enum ElfError {
     Malformed(String),
 }
 
-/// Parses an ELF image in memory.
-pub fn parse(data: &[u8]) -> Result<ElfContents, ElfError> {
-    if !data.starts_with(&elf::ELFMAG) {
+/// Parses an ELF image: in memory, or read piece by piece from a file (`object::ReadCache`),
+/// which a file truncated underneath turns into an error rather than the SIGBUS a mapping
+/// would raise.
+pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<ElfContents, ElfError> {
+    let ident = data.read_bytes_at(0, 5).map_err(|()| ElfError::NotElf)?;
+    if !ident.starts_with(&elf::ELFMAG) {
         return Err(ElfError::NotElf);
     }
     // e_ident[EI_CLASS], the fifth byte, says 32- or 64-bit.
-    if data.get(4) != Some(&elf::ELFCLASS64) {
+    if ident[4] != elf::ELFCLASS64 {
         return Err(ElfError::Malformed(
             "only 64-bit ELF files are supported".into(),
         ));
     }
     let file =
-        ElfFile64::<Endianness>::parse(data).map_err(|e| ElfError::Malformed(e.to_string()))?;
+        ElfFile64::<Endianness, R>::parse(data).map_err(|e| ElfError::Malformed(e.to_string()))?;
     let endian = file.endian();
+    let machine = file.elf_header().e_machine(endian);
     let text = file
         .elf_program_headers()
         .iter()
@@ -79,24 +85,28 @@ pub fn parse(data: &[u8]) -> Result<ElfContents, ElfError> {
             )
         })
         .collect();
-    let table =
-        |symbols: object::read::elf::ElfSymbolIterator<'_, '_, elf::FileHeader64<Endianness>>| {
-            symbols
-                .filter_map(|symbol| {
-                    let raw = symbol.elf_symbol();
-                    if raw.st_shndx(endian) == elf::SHN_UNDEF {
-                        return None; // an import, defined in another file
-                    }
-                    let name = symbol.name().ok().filter(|n| !n.is_empty())?;
-                    Some(RawSymbol {
-                        name: name.to_owned(),
-                        address: raw.st_value(endian),
-                        size: raw.st_size(endian),
-                        kind: raw.st_type(),
-                    })
+    let table = |symbols: object::read::elf::ElfSymbolIterator<
+        'data,
+        '_,
+        elf::FileHeader64<Endianness>,
+        R,
+    >| {
+        symbols
+            .filter_map(|symbol| {
+                let raw = symbol.elf_symbol();
+                if raw.st_shndx(endian) == elf::SHN_UNDEF {
+                    return None; // an import, defined in another file
+                }
+                let name = symbol.name().ok().filter(|n| !n.is_empty())?;
+                Some(RawSymbol {
+                    name: name.to_owned(),
+                    address: raw.st_value(endian),
+                    size: raw.st_size(endian),
+                    kind: raw.st_type(),
                 })
-                .collect::<Vec<_>>()
-        };
+            })
+            .collect::<Vec<_>>()
+    };
     let symtab = table(file.symbols());
     let dynsym = table(file.dynamic_symbols());
     let pointers = DebugPointers {
@@ -131,6 +141,7 @@ pub fn parse(data: &[u8]) -> Result<ElfContents, ElfError> {
         pointers,
         go,
         unwinds,
+        machine,
     })
 }
 

@@ -7,14 +7,18 @@ mod debuginfo;
 mod demangle;
 mod elf;
 mod ifunc;
+pub mod probe_site;
 mod resolve;
 mod suggest;
 
 use std::{
     fs::File,
     ops::Range,
+    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
 };
+
+use object::ReadCache;
 
 pub use demangle::{demangle, without_parameters};
 pub use resolve::Resolution;
@@ -126,6 +130,31 @@ pub enum SymbolError {
     #[error("address {address:#x} is not in the code of {path}")]
     AddressOutside { address: u64, path: PathBuf },
     #[error(
+        "offset {offset:#x} is inside an instruction of '{symbol}', not at its start (instructions start at {near}); a probe there would corrupt the code"
+    )]
+    InsideInstruction {
+        symbol: String,
+        offset: u64,
+        near: String,
+    },
+    #[error("cannot probe '{symbol}' in {path}: {why}")]
+    Unprobeable {
+        symbol: String,
+        path: PathBuf,
+        why: String,
+    },
+    #[error(
+        "none of the {count} functions matching '{pattern}' in {path} can be probed safely: {why}"
+    )]
+    NoneProbeable {
+        pattern: String,
+        count: usize,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("FUNCTION is {len} bytes long; names longer than {MAX_NAME_BYTES} bytes are refused")]
+    NameTooLong { len: usize },
+    #[error(
         "'{symbol}' in {path} is a GNU IFUNC: the implementation is picked when the program starts, and ebpf-tool could not resolve it ({why}); trace an implementation by name instead (see --list)"
     )]
     Ifunc {
@@ -135,10 +164,54 @@ pub enum SymbolError {
     },
 }
 
+/// FUNCTION longer than this is refused before any work: the longest mangled C++ names
+/// seen in real libraries are about 2,000 bytes, and matching and suggesting cost grow
+/// with the name.
+pub const MAX_NAME_BYTES: usize = 4096;
+
+/// The most bytes an x86-64 instruction can have.
+const MAX_INSN_BYTES: usize = 15;
+
+/// Where the bytes of the file's code are read from, to check probe sites.
+#[derive(Debug)]
+enum Code {
+    File(File),
+    Image(Vec<u8>),
+}
+
+impl Code {
+    /// Up to `len` bytes at `offset` (fewer at the end of the file).
+    fn read(&self, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        let got = match self {
+            Code::File(file) => {
+                let mut got = 0;
+                while got < len {
+                    match file.read_at(&mut buf[got..], offset + got as u64) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+                got
+            }
+            Code::Image(image) => {
+                let start = (offset as usize).min(image.len());
+                let end = start.saturating_add(len).min(image.len());
+                buf[..end - start].copy_from_slice(&image[start..end]);
+                end - start
+            }
+        };
+        buf.truncate(got);
+        buf
+    }
+}
+
 /// Every function symbol of one ELF file, from every source found.
 #[derive(Debug)]
 pub struct Symbols {
     path: PathBuf,
+    code: Code,
+    machine: u16,
     text: Vec<(Range<u64>, u64)>,
     /// Sorted by (name, address); one entry per (name, address).
     functions: Vec<FunctionSymbol>,
@@ -163,11 +236,13 @@ impl Symbols {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(read_err)?;
-        // SAFETY: the mapping is private and read-only; a file changed underneath us can
-        // only give wrong symbols, which the ELF parser bounds-checks.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
-        Self::from_image(path, &map, debug_root)
+        let file = crate::files::open_regular(path).map_err(read_err)?;
+        // Read, not mapped: a file truncated while we read it must give an error, not the
+        // SIGBUS a mapping would.
+        let cache = ReadCache::new(file);
+        let main = elf::parse(&cache).map_err(|e| elf_error(path, e))?;
+        let code = Code::File(cache.into_inner());
+        Self::from_contents(path, main, code, debug_root)
     }
 
     /// Reads the symbols of an ELF image already in memory (`path` names it in messages
@@ -175,8 +250,19 @@ impl Symbols {
     /// the corrupt-file tests call this.
     pub fn from_image(path: &Path, image: &[u8], debug_root: &Path) -> Result<Self, SymbolError> {
         let main = elf::parse(image).map_err(|e| elf_error(path, e))?;
+        Self::from_contents(path, main, Code::Image(image.to_vec()), debug_root)
+    }
+
+    fn from_contents(
+        path: &Path,
+        main: elf::ElfContents,
+        code: Code,
+        debug_root: &Path,
+    ) -> Result<Self, SymbolError> {
         let mut symbols = Symbols {
             path: path.to_owned(),
+            code,
+            machine: main.machine,
             text: main.text.clone(),
             functions: Vec::new(),
             non_functions: Vec::new(),
@@ -193,13 +279,13 @@ impl Symbols {
             .as_deref()
             .and_then(debuginfo::decompress_debugdata)
         {
-            match elf::parse(&image) {
+            match elf::parse(&image[..]) {
                 Ok(mini) => symbols.add(&mini.symtab, SymbolSource::MiniDebugInfo),
                 Err(err) => log::debug!("ignoring malformed MiniDebugInfo: {err:?}"),
             }
         }
         if let Some(debug_file) = debuginfo::find_debug_file(path, &main.pointers, debug_root) {
-            match std::fs::read(&debug_file).map(|data| elf::parse(&data)) {
+            match crate::files::open_regular(&debug_file).map(|f| elf::parse(&ReadCache::new(f))) {
                 Ok(Ok(debug)) => symbols.add(&debug.symtab, SymbolSource::DebugFile),
                 other => log::debug!("ignoring {}: {other:?}", debug_file.display()),
             }
@@ -309,6 +395,49 @@ impl Symbols {
         let mut found = resolve::distinct(matched);
         found.sort_by_key(|f| f.label());
         found
+    }
+
+    /// Whether a probe may sit at `function`'s probe point (see `probe_site`): the
+    /// instruction there must be one the kernel's uprobes run correctly.
+    pub fn check_site(&self, function: &FunctionSymbol) -> Result<(), probe_site::Unprobeable> {
+        if self.machine != object::elf::EM_X86_64 {
+            return Ok(());
+        }
+        let code = self.code.read(function.file_offset, MAX_INSN_BYTES);
+        probe_site::check_x86_64(&code, function.address).map(|_| ())
+    }
+
+    /// Checks that `offset` bytes into `function` (at its entry) an instruction starts;
+    /// the error lists the instruction starts around it.
+    fn check_boundary(&self, function: &FunctionSymbol, offset: u64) -> Result<(), SymbolError> {
+        let inside = |near: String| SymbolError::InsideInstruction {
+            symbol: function.label(),
+            offset,
+            near,
+        };
+        match self.machine {
+            object::elf::EM_X86_64 => {
+                let code = self
+                    .code
+                    .read(function.file_offset, offset as usize + MAX_INSN_BYTES);
+                let starts = probe_site::instruction_starts_x86_64(&code, function.address, offset);
+                if starts.last() == Some(&offset) {
+                    return Ok(());
+                }
+                let near: Vec<String> = starts
+                    .iter()
+                    .rev()
+                    .take(4)
+                    .rev()
+                    .map(|o| format!("+{o:#x}"))
+                    .collect();
+                Err(inside(near.join(", ")))
+            }
+            object::elf::EM_AARCH64 if !offset.is_multiple_of(4) => {
+                Err(inside("multiples of 4 on AArch64".into()))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn non_function(&self, name: &str) -> Option<&'static str> {

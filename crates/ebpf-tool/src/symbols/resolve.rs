@@ -17,6 +17,10 @@ pub struct Resolution {
     pub functions: Vec<FunctionSymbol>,
     /// Lines worth printing (several overloads matched, an IFUNC resolved, ...).
     pub notes: Vec<String>,
+    /// Functions matched but left out because no probe can sit safely on their first
+    /// instruction, with why (globs and overloads only: a function named alone is an
+    /// error instead).
+    pub unprobeable: Vec<(FunctionSymbol, super::probe_site::Unprobeable)>,
 }
 
 /// Matches symbol names (raw, demangled, or demangled without parameters).
@@ -76,8 +80,56 @@ fn parse_number(text: &str) -> Option<u64> {
 }
 
 impl Symbols {
-    /// Resolves FUNCTION to probe points.
+    /// Resolves FUNCTION to probe points on which a probe is safe.
     pub fn resolve(&self, spec: &str) -> Result<Resolution, SymbolError> {
+        if spec.len() > super::MAX_NAME_BYTES {
+            return Err(SymbolError::NameTooLong { len: spec.len() });
+        }
+        let mut resolution = self.resolve_names(spec)?;
+        let (safe, unsafe_): (Vec<_>, Vec<_>) = resolution
+            .functions
+            .drain(..)
+            .map(|f| {
+                let verdict = self.check_site(&f);
+                (f, verdict)
+            })
+            .partition(|(_, verdict)| verdict.is_ok());
+        resolution.functions = safe.into_iter().map(|(f, _)| f).collect();
+        resolution.unprobeable = unsafe_
+            .into_iter()
+            .map(|(f, verdict)| (f, verdict.expect_err("partitioned")))
+            .collect();
+        match (
+            resolution.functions.is_empty(),
+            resolution.unprobeable.as_slice(),
+        ) {
+            (true, [(function, why)]) => {
+                let hint = match why.length {
+                    Some(len) => format!(
+                        "; the next instruction, {}+{:#x}, may be probed instead",
+                        function.demangled.as_deref().unwrap_or(&function.name),
+                        function.offset_in_function + len as u64
+                    ),
+                    None => String::new(),
+                };
+                Err(SymbolError::Unprobeable {
+                    symbol: function.label(),
+                    path: self.path.clone(),
+                    why: format!("{why}{hint}"),
+                })
+            }
+            (true, [(_, why), ..]) => Err(SymbolError::NoneProbeable {
+                pattern: spec.to_owned(),
+                count: resolution.unprobeable.len(),
+                path: self.path.clone(),
+                why: why.to_string(),
+            }),
+            _ => Ok(resolution),
+        }
+    }
+
+    /// FUNCTION -> the probe points it names, before checking them.
+    fn resolve_names(&self, spec: &str) -> Result<Resolution, SymbolError> {
         let spec = spec.trim();
         if let Some(address) = spec
             .strip_prefix("0x")
@@ -137,7 +189,11 @@ impl Symbols {
                 ),
             );
         }
-        Ok(Resolution { functions, notes })
+        Ok(Resolution {
+            functions,
+            notes,
+            unprobeable: Vec::new(),
+        })
     }
 
     fn resolve_glob(
@@ -177,7 +233,11 @@ impl Symbols {
                 skipped.join(", ")
             ));
         }
-        Ok(Resolution { functions, notes })
+        Ok(Resolution {
+            functions,
+            notes,
+            unprobeable: Vec::new(),
+        })
     }
 
     fn resolve_offset(&self, name: &str, offset: u64) -> Result<Resolution, SymbolError> {
@@ -197,6 +257,7 @@ impl Symbols {
                     size: function.size,
                 });
             }
+            self.check_boundary(function, offset)?;
             function.address += offset;
             function.file_offset += offset;
             function.offset_in_function = offset;
@@ -205,6 +266,7 @@ impl Symbols {
     }
 
     fn resolve_address(&self, address: u64) -> Result<Resolution, SymbolError> {
+        let mut notes = Vec::new();
         let Some(file_offset) = super::elf::file_offset(&self.text, address) else {
             return Err(SymbolError::AddressOutside {
                 address,
@@ -217,26 +279,36 @@ impl Symbols {
             .filter(|f| !f.ifunc && address >= f.address && address - f.address < f.size.max(1))
             .min_by_key(|f| address - f.address);
         let function = match containing {
-            Some(f) => FunctionSymbol {
-                address,
-                file_offset,
-                offset_in_function: address - f.address,
-                ..f.clone()
-            },
-            None => FunctionSymbol {
-                name: format!("{address:#x}"),
-                demangled: None,
-                address,
-                size: 0,
-                file_offset,
-                offset_in_function: 0,
-                ifunc: false,
-                source: super::SymbolSource::Symtab,
-            },
+            Some(f) => {
+                self.check_boundary(f, address - f.address)?;
+                FunctionSymbol {
+                    address,
+                    file_offset,
+                    offset_in_function: address - f.address,
+                    ..f.clone()
+                }
+            }
+            None => {
+                notes.push(format!(
+                    "no function of {} contains {address:#x}: ebpf-tool cannot check that an instruction starts there",
+                    self.path.display()
+                ));
+                FunctionSymbol {
+                    name: format!("{address:#x}"),
+                    demangled: None,
+                    address,
+                    size: 0,
+                    file_offset,
+                    offset_in_function: 0,
+                    ifunc: false,
+                    source: super::SymbolSource::Symtab,
+                }
+            }
         };
         Ok(Resolution {
             functions: vec![function],
-            notes: Vec::new(),
+            notes,
+            unprobeable: Vec::new(),
         })
     }
 

@@ -79,6 +79,8 @@ pub struct Plan {
     pub text_ranges: Vec<std::ops::Range<u64>>,
     /// What resolving FUNCTION found worth saying (globs, overloads, IFUNCs).
     pub notes: Vec<String>,
+    /// Functions FUNCTION matched that are not probed, by label, with why.
+    pub skipped: Vec<(String, String)>,
     /// Risks of this run to the traced program, printed as warnings.
     pub warnings: Vec<String>,
     /// How events name each function (`labels[probe_id]`): demangled, with any offset.
@@ -171,6 +173,11 @@ impl Plan {
             functions,
             text_ranges: symbols.text_ranges(),
             notes: resolution.notes,
+            skipped: resolution
+                .unprobeable
+                .into_iter()
+                .map(|(function, why)| (function.label(), why.to_string()))
+                .collect(),
             warnings,
             duration: (args.duration > 0).then(|| Duration::from_secs(args.duration)),
             pid,

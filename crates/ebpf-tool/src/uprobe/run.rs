@@ -123,12 +123,24 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     if plan.attach_return {
         kinds.push(ProbeKind::Return);
     }
+    report_skipped(&mut out, &plan.skipped)?;
     for kind in kinds {
         let mut report = loader.attach(kind, &points)?;
         if report.attached == 0 && !report.failed.is_empty() {
             return Err(report.failed.swap_remove(0).1.into());
         }
-        report_skipped(&mut out, &plan, &report.failed)?;
+        let failed: Vec<(String, String)> = report
+            .failed
+            .iter()
+            .map(|(index, why)| {
+                let reason = match why {
+                    LoadError::Refused { why, .. } => why.clone(),
+                    other => other.to_string(),
+                };
+                (plan.labels[*index].clone(), reason)
+            })
+            .collect();
+        report_skipped(&mut out, &failed)?;
         log::debug!(
             "{kind:?}: {} probes attached in {:?} ({})",
             report.attached,
@@ -246,29 +258,21 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Says which functions could not be probed: each with its reason when there are few,
+/// Says which functions are not probed: each with its reason when there are few,
 /// grouped by reason when a glob ran into many.
-fn report_skipped(out: &mut Output, plan: &Plan, failed: &[(usize, LoadError)]) -> io::Result<()> {
+fn report_skipped(out: &mut Output, skipped: &[(String, String)]) -> io::Result<()> {
     const LISTED: usize = 5;
-    if failed.len() <= LISTED {
-        for (index, why) in failed {
-            out.status(&format!(
-                "Skipped {}: {}",
-                printable(&plan.labels[*index]),
-                printable(&why.to_string())
-            ))?;
+    if skipped.len() <= LISTED {
+        for (label, why) in skipped {
+            out.status(&format!("Skipped {}: {}", printable(label), printable(why)))?;
         }
         return Ok(());
     }
-    let mut by_reason: Vec<(String, Vec<&str>)> = Vec::new();
-    for (index, why) in failed {
-        let reason = match why {
-            LoadError::Refused { why, .. } => why.clone(),
-            other => other.to_string(),
-        };
-        match by_reason.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, names)) => names.push(&plan.labels[*index]),
-            None => by_reason.push((reason, vec![&plan.labels[*index]])),
+    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (label, reason) in skipped {
+        match by_reason.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, names)) => names.push(label),
+            None => by_reason.push((reason, vec![label])),
         }
     }
     for (reason, names) in by_reason {
@@ -283,7 +287,7 @@ fn report_skipped(out: &mut Output, plan: &Plan, failed: &[(usize, LoadError)]) 
             } else {
                 String::new()
             },
-            printable(&reason)
+            printable(reason)
         ))?;
     }
     Ok(())

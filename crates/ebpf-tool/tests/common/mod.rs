@@ -87,6 +87,16 @@ pub fn build_go_fixture() -> PathBuf {
     out
 }
 
+/// Compiles several files of `tests/fixtures` (C and assembly) with `cc` into one
+/// executable named after the first.
+pub fn build_c_fixture_files(files: &[&str], flags: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut all: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    all.extend(files[1..].iter().map(|f| dir.join(f).display().to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    build_fixture("cc", files[0], &all)
+}
+
 fn build_fixture(compiler: &str, file: &str, flags: &[&str]) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
@@ -96,6 +106,12 @@ fn build_fixture(compiler: &str, file: &str, flags: &[&str]) -> PathBuf {
         .join(file);
     let tag: String = flags
         .iter()
+        .map(|f| {
+            Path::new(f)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(f)
+        })
         .flat_map(|f| f.chars().filter(|c| c.is_ascii_alphanumeric()))
         .collect();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
