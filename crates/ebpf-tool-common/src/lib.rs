@@ -57,6 +57,9 @@ pub const KIND_CALL: u16 = 1;
 
 /// `EventHead::flags`: string argument `i` was cut at `STR_CAP - 1` bytes.
 pub const EVENT_STR_TRUNCATED: u16 = 1;
+/// `EventHead::flags`: string argument `i` could not be read (a bad pointer, or a page
+/// not faulted in): its bytes are empty but it is not an empty string.
+pub const EVENT_STR_UNREADABLE: u16 = 1 << 4;
 /// `EventHead::flags`: the entry of this call was not seen (attached mid-call, or nested
 /// deeper than `MAX_DEPTH`): no arguments, no latency.
 pub const EVENT_NO_ENTRY: u16 = 1 << 8;
@@ -154,7 +157,10 @@ pub struct Config {
     pub task_comm_off: u32,
     /// A thread's slot in `CALL_SLOTS` is `tid & call_slot_mask` (slots - 1).
     pub call_slot_mask: u32,
-    pub _pad: u32,
+    /// Width in bits (8, 16, 32, 64) of the filtered argument: the register is narrowed
+    /// (and sign-extended under `FILTER_ARG_SIGNED`) to it before comparing, as `-a N:i32`
+    /// shows it.
+    pub arg_filter_bits: u32,
     /// The comm to match under `FILTER_COMM`, NUL-padded.
     pub comm: [u8; COMM_LEN],
 }
@@ -180,7 +186,7 @@ impl Config {
         task_pid_off: 0,
         task_comm_off: 0,
         call_slot_mask: CALL_SLOT_COUNT - 1,
-        _pad: 0,
+        arg_filter_bits: 64,
         comm: [0; COMM_LEN],
     };
 }
@@ -335,7 +341,9 @@ pub mod lost {
     pub const STACKS_FAILED: u32 = 2;
     /// Calls too deeply nested (or missing their entry) to be timed.
     pub const UNPAIRED: u32 = 3;
-    pub const SLOTS: u32 = 4;
+    /// String arguments that could not be read.
+    pub const UNREADABLE: u32 = 4;
+    pub const SLOTS: u32 = 5;
 }
 
 #[cfg(feature = "user")]

@@ -34,10 +34,10 @@ mod programs {
     };
     use ebpf_tool_common::{
         CALL_SLOT_COUNT, COMM_LEN, CallStack, Config, CountKey, EVENT_NO_ENTRY,
-        EVENT_STR_TRUNCATED, EVENTS_RING_BYTES, EventHead, Frame, HIST_BUCKETS, HIST_COUNT,
-        HIST_LATENCY, HIST_MAX, HIST_MIN, HIST_SLOTS, HIST_SUM, HISTS_PER_PROBE, KIND_CALL,
-        KIND_ENTRY, MAX_ARGS, MAX_DEPTH, MAX_STR_ARGS, STR_CAP, StackKey, args_offset, by, flags,
-        lost, op, record_size, strings_offset,
+        EVENT_STR_TRUNCATED, EVENT_STR_UNREADABLE, EVENTS_RING_BYTES, EventHead, Frame,
+        HIST_BUCKETS, HIST_COUNT, HIST_LATENCY, HIST_MAX, HIST_MIN, HIST_SLOTS, HIST_SUM,
+        HISTS_PER_PROBE, KIND_CALL, KIND_ENTRY, MAX_ARGS, MAX_DEPTH, MAX_STR_ARGS, STR_CAP,
+        StackKey, args_offset, by, flags, lost, op, record_size, strings_offset,
     };
 
     /// This run's settings; the loader overwrites the whole struct before load.
@@ -207,10 +207,18 @@ mod programs {
         }
         let value = args.get(cfg.arg_filter_index as usize);
         let rhs = cfg.arg_filter_value;
-        let ord = if cfg.flags & flags::FILTER_ARG_SIGNED != 0 {
-            (value as i64).cmp(&(rhs as i64))
+        // Narrowed to the declared type: an `int` of -1 is 0x00000000ffffffff in its
+        // register, and upper bits may hold anything.
+        let bits = cfg.arg_filter_bits;
+        let unused = if bits == 0 || bits >= 64 {
+            0
         } else {
-            value.cmp(&rhs)
+            64 - bits
+        };
+        let ord = if cfg.flags & flags::FILTER_ARG_SIGNED != 0 {
+            (((value << unused) as i64) >> unused).cmp(&(rhs as i64))
+        } else {
+            ((value << unused) >> unused).cmp(&rhs)
         };
         use core::cmp::Ordering::*;
         match cfg.arg_filter_op {
@@ -828,8 +836,13 @@ mod programs {
             for i in 0..MAX_STR_ARGS {
                 if (i as u32) < cfg.str_arg_count {
                     let pointer = call.args.get(cfg.str_args[i] as usize);
-                    if read_string(strings.add(i * STR_CAP), pointer) {
-                        flags |= EVENT_STR_TRUNCATED << i;
+                    match read_string(strings.add(i * STR_CAP), pointer) {
+                        StringRead::Whole => {}
+                        StringRead::Truncated => flags |= EVENT_STR_TRUNCATED << i,
+                        StringRead::Unreadable => {
+                            flags |= EVENT_STR_UNREADABLE << i;
+                            count_lost(lost::UNREADABLE);
+                        }
                     }
                 }
             }
@@ -838,28 +851,41 @@ mod programs {
         record.submit(wakeup_flags());
     }
 
+    /// How reading a string argument went.
+    enum StringRead {
+        Whole,
+        /// It went on beyond `STR_CAP - 1` bytes.
+        Truncated,
+        /// Nothing could be read: a bad pointer, or a page the process has not touched.
+        Unreadable,
+    }
+
     /// Copies the NUL-terminated user string at `pointer` into the `STR_CAP` bytes at
-    /// `buf` (empty when unreadable); true when it went on beyond them.
+    /// `buf` (empty when unreadable).
     ///
     /// # Safety
     /// `buf` must point to `STR_CAP` writable bytes.
     #[inline(always)]
-    unsafe fn read_string(buf: *mut u8, pointer: u64) -> bool {
+    unsafe fn read_string(buf: *mut u8, pointer: u64) -> StringRead {
         // SAFETY: a fault-tolerant read into exactly STR_CAP bytes.
         let len =
             unsafe { bpf_probe_read_user_str(buf.cast(), STR_CAP as u32, pointer as *const _) };
         if len < 0 {
             // SAFETY: within the caller's buffer.
             unsafe { *buf = 0 };
-            return false;
+            return StringRead::Unreadable;
         }
         if len as usize != STR_CAP {
-            return false;
+            return StringRead::Whole;
         }
         // The helper stopped at the cap; the string went on if its next byte does.
         // SAFETY: a fault-tolerant read of one user byte.
         let next = unsafe { bpf_probe_read_user((pointer + STR_CAP as u64 - 1) as *const u8) };
-        next.unwrap_or(0) != 0
+        if next.unwrap_or(0) != 0 {
+            StringRead::Truncated
+        } else {
+            StringRead::Whole
+        }
     }
 
     /// Wake the reader once this CPU has written a batch (`Config::wakeup_every`); it also

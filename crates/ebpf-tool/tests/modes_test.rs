@@ -363,6 +363,92 @@ fn argument_filter_runs_in_the_kernel() {
 }
 
 #[test]
+fn typed_filters_compare_the_typed_value() {
+    if !privileged("typed_filters_compare_the_typed_value") {
+        return;
+    }
+    // fixture_int(int x) with x = -20..19: the register holds an int, upper bits zero.
+    let fixture = target_fixture();
+    for (filter, expected) in [
+        ("arg0:i32 < 0", "20"),
+        ("arg0:i32 >= -5", "25"),
+        ("arg0:i32 == -1", "1"),
+        ("arg0:u8 == 255", "1"),
+        ("arg0:i8 < 0", "20"),
+    ] {
+        let tracer = Tracer::start(&[
+            "uprobe",
+            path(&fixture),
+            "fixture_int",
+            "--count",
+            "--filter",
+            filter,
+        ]);
+        run_fixture(&fixture, "ints", 40);
+        let lines = tracer.interrupt().ok();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.split_whitespace().eq(["fixture_int", expected])),
+            "{filter}: {lines:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_string_is_marked_never_shown_empty() {
+    if !privileged("an_unreadable_string_is_marked_never_shown_empty") {
+        return;
+    }
+    let fixture = target_fixture();
+    let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_pointer", "-a", "0:str"]);
+    let (pid, _) = run_fixture(&fixture, "pointers", 4);
+    let finished = tracer.interrupt();
+    let stderr = finished.stderr.clone();
+    let lines = finished.ok();
+    let values: Vec<String> = parse_events(&lines)
+        .into_iter()
+        .filter(|e| e.pid == pid)
+        .map(|e| e.field("arg0").unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "(unreadable)",
+            "(unreadable)",
+            "(unreadable)",
+            "(unreadable)",
+            "\"\"",
+            "\"\"",
+            "\"\"",
+            "\"\""
+        ]
+    );
+    assert!(stderr.contains("4 string arguments unreadable"), "{stderr}");
+
+    let tracer = Tracer::start(&[
+        "uprobe",
+        path(&fixture),
+        "fixture_pointer",
+        "-a",
+        "0:str",
+        "--json",
+    ]);
+    let (pid, _) = run_fixture(&fixture, "pointers", 1);
+    let lines = tracer.interrupt().ok();
+    let calls: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "call" && v["pid"] == pid)
+        .collect();
+    assert_eq!(calls.len(), 2, "{lines:?}");
+    assert_eq!(calls[0]["args"]["arg0"], Value::Null);
+    assert_eq!(calls[0]["unreadable"], serde_json::json!(["arg0"]));
+    assert_eq!(calls[1]["args"]["arg0"], "");
+    assert!(calls[1].get("unreadable").is_none());
+}
+
+#[test]
 fn task_filters_select_by_comm_tid_and_uid() {
     if !privileged("task_filters_select_by_comm_tid_and_uid") {
         return;

@@ -210,6 +210,7 @@ pub struct Losses {
     pub counts_full: u64,
     pub stacks_failed: u64,
     pub unpaired: u64,
+    pub unreadable: u64,
 }
 
 impl Aggregates {
@@ -220,6 +221,7 @@ impl Aggregates {
             counts_full: slot(lost::COUNTS_FULL)?,
             stacks_failed: slot(lost::STACKS_FAILED)?,
             unpaired: slot(lost::UNPAIRED)?,
+            unreadable: slot(lost::UNREADABLE)?,
         })
     }
 

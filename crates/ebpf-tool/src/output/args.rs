@@ -41,6 +41,16 @@ impl ArgType {
             .map(|(_, t)| *t)
     }
 
+    /// Width in bits of an integer of this type (64 for hex, strings: pointers).
+    pub fn bits(self) -> u32 {
+        match self {
+            ArgType::U32 | ArgType::I32 => 32,
+            ArgType::U16 | ArgType::I16 => 16,
+            ArgType::U8 | ArgType::I8 => 8,
+            _ => 64,
+        }
+    }
+
     pub fn is_signed(self) -> bool {
         matches!(
             self,

@@ -32,6 +32,7 @@ pub fn write_event(
     if entry_seen {
         out.write_all(b",\"args\":{")?;
         let mut truncated = Vec::new();
+        let mut unreadable = Vec::new();
         for (n, (index, value)) in arg_values(format, record).enumerate() {
             if n > 0 {
                 out.write_all(b",")?;
@@ -49,12 +50,20 @@ pub fn write_event(
                         truncated.push(format!("arg{index}"));
                     }
                 }
+                ArgValue::Unreadable => {
+                    out.write_all(b"null")?;
+                    unreadable.push(format!("arg{index}"));
+                }
             }
         }
         out.write_all(b"}")?;
         if !truncated.is_empty() {
             out.write_all(b",\"truncated\":")?;
             serde_json::to_writer(&mut *out, &truncated)?;
+        }
+        if !unreadable.is_empty() {
+            out.write_all(b",\"unreadable\":")?;
+            serde_json::to_writer(&mut *out, &unreadable)?;
         }
     } else {
         out.write_all(b",\"entry_seen\":false")?;
@@ -145,6 +154,8 @@ pub struct Summary {
     pub lost: u64,
     /// Calls that could not be counted or timed (tables full, return without its entry).
     pub uncounted: u64,
+    /// String arguments that could not be read (shown as unreadable, never as "").
+    pub unreadable: u64,
 }
 
 /// `{"type":"summary","seen":..,"printed":..,"lost":..,"uncounted":..}`
@@ -267,6 +278,7 @@ mod tests {
                 printed: 1,
                 lost: 0,
                 uncounted: 0,
+                unreadable: 0,
             },
         )
         .unwrap();
@@ -285,7 +297,7 @@ mod tests {
         assert_eq!(lines[2]["frames"][0], "f");
         assert_eq!(
             lines[3],
-            serde_json::json!({"type":"summary","seen":1,"printed":1,"lost":0,"uncounted":0})
+            serde_json::json!({"type":"summary","seen":1,"printed":1,"lost":0,"uncounted":0,"unreadable":0})
         );
     }
 }

@@ -9,7 +9,7 @@ pub mod table;
 pub mod text;
 
 use args::{ArgSpec, ArgType};
-use ebpf_tool_common::{EVENT_STR_TRUNCATED, MAX_ARGS, MAX_STR_ARGS};
+use ebpf_tool_common::{EVENT_STR_TRUNCATED, EVENT_STR_UNREADABLE, MAX_ARGS, MAX_STR_ARGS};
 
 /// What each event line shows besides pid, tid, comm and function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,13 @@ impl EventFormat {
 pub enum ArgValue<'a> {
     Integer(args::Integer),
     Hex(u64),
-    Str { bytes: &'a [u8], truncated: bool },
+    Str {
+        bytes: &'a [u8],
+        truncated: bool,
+    },
+    /// A string that could not be read (a bad pointer, a page not faulted in): never shown
+    /// as an empty string.
+    Unreadable,
 }
 
 /// The arguments of one record as `(index, value)`, following `format`.
@@ -58,6 +64,11 @@ pub fn arg_values<'a>(
         let value = match spec.ty {
             ArgType::Hex => ArgValue::Hex(raw),
             ArgType::Str => match format.string_slot(spec.index) {
+                Some(slot)
+                    if slot < MAX_STR_ARGS && event.flags & (EVENT_STR_UNREADABLE << slot) != 0 =>
+                {
+                    ArgValue::Unreadable
+                }
                 Some(slot) if slot < MAX_STR_ARGS => ArgValue::Str {
                     bytes: record.strings[slot],
                     truncated: event.flags & (EVENT_STR_TRUNCATED << slot) != 0,

@@ -33,6 +33,7 @@ pub fn write_event(
                     write_escaped(out, bytes)?;
                     out.write_all(if truncated { b"\"..." } else { b"\"" })?;
                 }
+                ArgValue::Unreadable => out.write_all(b"(unreadable)")?,
             }
         }
     } else {

@@ -37,7 +37,8 @@ impl LdCache {
     }
 
     pub fn load(path: &Path) -> std::io::Result<Self> {
-        Ok(Self::parse(&fs::read(path)?))
+        // A container's cache is the container's to write: bounded, and never a FIFO.
+        Ok(Self::parse(&crate::files::read_regular(path, 64 << 20)?))
     }
 
     /// Parses a cache image; anything malformed is skipped rather than trusted.

@@ -259,14 +259,16 @@ fn search_path(name: &str) -> Option<PathBuf> {
 }
 
 fn check_elf(path: &Path) -> Result<(), TargetError> {
-    let meta = fs::metadata(path).map_err(|source| unreadable(path, source))?;
-    if !meta.is_file() {
-        return Err(TargetError::NotAFile {
-            path: path.to_owned(),
-        });
-    }
+    let mut file = crate::files::open_regular(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::InvalidInput {
+            TargetError::NotAFile {
+                path: path.to_owned(),
+            }
+        } else {
+            unreadable(path, source)
+        }
+    })?;
     let mut magic = [0u8; 4];
-    let mut file = fs::File::open(path).map_err(|source| unreadable(path, source))?;
     match file.read_exact(&mut magic) {
         Ok(()) if magic == *b"\x7fELF" => Ok(()),
         Ok(()) => Err(TargetError::NotElf {

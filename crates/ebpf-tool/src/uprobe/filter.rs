@@ -13,6 +13,8 @@ pub struct ArgFilter {
     /// The value as the kernel compares it (two's complement when signed).
     pub value: u64,
     pub signed: bool,
+    /// The argument's width in bits, from its type (64 when untyped).
+    pub bits: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,6 +68,7 @@ impl std::str::FromStr for ArgFilter {
             op,
             value,
             signed,
+            bits: ty.map_or(64, ArgType::bits),
         })
     }
 }
@@ -107,7 +110,8 @@ mod tests {
                 index: 0,
                 op: op::GT,
                 value: 4096,
-                signed: false
+                signed: false,
+                bits: 64
             }
         );
         assert_eq!(filter("arg1>=0x10").op, op::GE);
@@ -124,6 +128,8 @@ mod tests {
         assert!(f.signed);
         assert_eq!(f.value as i64, -1);
         assert!(filter("arg0:i32 < 0").signed);
+        assert_eq!(filter("arg0:i32 < 0").bits, 32);
+        assert_eq!(filter("arg0:u8 == 1").bits, 8);
         assert!(!filter("arg0:u64 < 5").signed);
     }
 

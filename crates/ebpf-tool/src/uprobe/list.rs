@@ -7,7 +7,11 @@ use std::{
 };
 
 use super::plan::resolve_binary;
-use crate::{cli::UprobeArgs, output::escape::write_printable, symbols::Symbols};
+use crate::{
+    cli::UprobeArgs,
+    output::escape::{printable, write_printable},
+    symbols::Symbols,
+};
 
 /// Prints `OFFSET  NAME` per function (demangled names; IFUNCs marked), sorted by name.
 pub fn list(args: &UprobeArgs) -> anyhow::Result<()> {
@@ -33,7 +37,7 @@ pub fn list(args: &UprobeArgs) -> anyhow::Result<()> {
     eprintln!(
         "{} functions in {} (from {})",
         functions.len(),
-        binary.display(),
+        printable(&binary.to_string_lossy()),
         symbols.searched()
     );
     Ok(())

@@ -287,6 +287,7 @@ fn kernel_config(
         config.arg_filter_index = filter.index as u32;
         config.arg_filter_op = filter.op;
         config.arg_filter_value = filter.value;
+        config.arg_filter_bits = filter.bits;
     }
     if config.flags & flags::EMIT_EVENTS != 0 {
         // Records carry the argument registers up to the last one shown (string

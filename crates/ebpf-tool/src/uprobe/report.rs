@@ -181,6 +181,12 @@ pub fn write_summary(
     if losses.stacks_failed > 0 {
         line.push_str(&format!(", {} stacks not captured", losses.stacks_failed));
     }
+    if losses.unreadable > 0 {
+        line.push_str(&format!(
+            ", {} string arguments unreadable",
+            losses.unreadable
+        ));
+    }
     if losses.unpaired > 0 {
         line.push_str(&format!(
             ", {} returns without a seen entry",

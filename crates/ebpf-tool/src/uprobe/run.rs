@@ -252,6 +252,7 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     let losses = aggregates.losses()?;
     summary.lost = losses.ringbuf_full;
     summary.uncounted = losses.counts_full + losses.stacks_failed + losses.unpaired;
+    summary.unreadable = losses.unreadable;
     out.out.flush()?;
     report::write_summary(&mut out.out, &plan, &summary, &losses)?;
     out.out.flush()?;
