@@ -210,7 +210,7 @@ fn a_fifo_swapped_onto_the_path_never_blocks() {
             };
             let mut turn = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                if turn % 2 == 0 {
+                if turn.is_multiple_of(2) {
                     std::fs::copy(&fixture, &elf).unwrap();
                     std::fs::rename(&elf, &path).unwrap();
                 } else {
