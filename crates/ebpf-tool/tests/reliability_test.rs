@@ -163,7 +163,7 @@ fn hostile_names_and_strings_never_reach_the_terminal_raw() {
     // A process can name itself anything: give the fixture a file name with an escape.
     let fixture = target_fixture();
     let hostile = fixture.with_file_name("\x1b[31mred\x07");
-    std::fs::copy(&fixture, &hostile).unwrap();
+    common::run_tool("cp", &[fixture.as_os_str(), hostile.as_os_str()]);
     let tracer = Tracer::start(&["uprobe", path(&hostile), "fixture_target"]);
     let status = Command::new(&hostile)
         .args(["calls", "3"])
@@ -287,4 +287,151 @@ fn cpp_exceptions_are_safe_under_entry_probes_and_warned_about_for_return_probes
     assert!(!run(exe.to_str().unwrap(), "fixture_thrower", "--count").contains(warning));
     let c = target_fixture();
     assert!(!run(c.to_str().unwrap(), "fixture_target", "--ret").contains("uses unwinding"));
+}
+
+/// Starts ebpf-tool with stdout going to a pipe that nobody reads (the read end is
+/// returned, to keep it open) and stderr collected by a thread.
+fn start_unread(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::process::ChildStdout,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(common::tool())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, stdout, rx)
+}
+
+/// seen = printed + lost, from the text summary line.
+fn summary_adds_up(stderr: &[String]) -> (u64, u64, u64) {
+    let line = stderr
+        .iter()
+        .find(|l| l.contains(" events seen, "))
+        .unwrap_or_else(|| panic!("no summary: {stderr:?}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let (seen, printed, lost) = (numbers[0], numbers[1], numbers[2]);
+    assert_eq!(seen, printed + lost, "{line}");
+    (seen, printed, lost)
+}
+
+#[test]
+fn signals_stop_the_run_under_flood_even_when_stdout_is_never_read() {
+    if !privileged("signals_stop_the_run_under_flood_even_when_stdout_is_never_read") {
+        return;
+    }
+    let fixture = target_fixture();
+    let mut flood = Command::new(&fixture)
+        .args(["flood", "60"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    for (signal, json) in [
+        (libc::SIGINT, true),
+        (libc::SIGTERM, true),
+        (libc::SIGHUP, true),
+        (libc::SIGINT, false),
+        (libc::SIGHUP, false),
+    ] {
+        let mut args = vec!["uprobe", path(&fixture), "fixture_target", "-a", "0"];
+        if json {
+            args.push("--json");
+        }
+        let (mut child, unread, stderr) = start_unread(&args);
+        let mut lines = Vec::new();
+        if json {
+            // Status lines go to stderr in JSON mode: wait until the probe is attached.
+            while !lines.iter().any(|l: &String| l.contains("Uprobe attached")) {
+                lines.push(stderr.recv_timeout(Duration::from_secs(30)).unwrap());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1500)); // the pipe and the queue fill
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let sent = Instant::now();
+        let status = common::wait_timeout(&mut child, Duration::from_secs(10));
+        let took = sent.elapsed();
+        assert!(status.success(), "signal {signal}: {status:?}");
+        lines.extend(stderr.try_iter());
+        if json {
+            // The JSON summary would be on stdout, which nobody reads.
+            assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:?}");
+        } else {
+            let (seen, printed, lost) = summary_adds_up(&lines);
+            assert!(seen > 0 && lost > 0 && printed < seen, "{lines:?}");
+        }
+        eprintln!("signal {signal} (json {json}): exited {took:?} after it");
+        drop(unread);
+    }
+    assert!(
+        flood.try_wait().unwrap().is_none(),
+        "the traced program died"
+    );
+    flood.kill().unwrap();
+    let _ = flood.wait();
+}
+
+#[test]
+fn a_slow_reader_cannot_stretch_the_duration() {
+    if !privileged("a_slow_reader_cannot_stretch_the_duration") {
+        return;
+    }
+    use std::io::BufRead as _;
+    // Measured before: with a producer much faster than its reader, -d 1 ran 21 s.
+    let fixture = target_fixture();
+    let mut flood = Command::new(&fixture)
+        .args(["flood", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut child, stdout, stderr) =
+        start_unread(&["uprobe", path(&fixture), "fixture_target", "-d", "1"]);
+    let reader = std::thread::spawn(move || {
+        let mut read = 0u64;
+        for _line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            read += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        read
+    });
+    let status = common::wait_timeout(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let lines: Vec<String> = stderr.try_iter().collect();
+    let (_, printed, lost) = summary_adds_up(&lines);
+    assert!(lost > 0, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("were not printed") || l.contains("ring buffer was full")),
+        "losses are said: {lines:?}"
+    );
+    flood.kill().unwrap();
+    let _ = flood.wait();
+    let read = reader.join().unwrap();
+    // Everything counted as printed reached the pipe (the reader still gets it after
+    // the tool exited); status lines come on top.
+    assert!(read >= printed, "read {read}, printed {printed}");
 }

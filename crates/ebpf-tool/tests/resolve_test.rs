@@ -286,8 +286,10 @@ fn list_prints_functions_with_offsets() {
         [
             "fixture_chain_a",
             "fixture_chain_b",
+            "fixture_int",
             "fixture_jump",
             "fixture_nest",
+            "fixture_pointer",
             "fixture_recurse",
             "fixture_sleep",
             "fixture_strings",

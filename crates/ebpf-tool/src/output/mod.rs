@@ -4,6 +4,8 @@ pub mod args;
 pub mod escape;
 pub mod hist;
 pub mod json;
+pub mod printer;
+pub mod sink;
 pub mod stacks;
 pub mod table;
 pub mod text;

@@ -3,7 +3,6 @@
 //! before the kernel is touched, so a mistake costs no probe.
 
 use std::{
-    fs::{File, OpenOptions},
     num::NonZeroU32,
     path::{Path, PathBuf},
     time::Duration,
@@ -48,20 +47,14 @@ pub enum PlanError {
         "{path} is a Go program: --ret and --latency need uretprobes, which rewrite return addresses on the stack, and Go moves goroutine stacks, which would crash it; trace entries only (arguments, --count, --hist, --stacks)"
     )]
     GoReturnProbes { path: PathBuf },
-    #[error("{path} already exists; remove it or choose another name (it is never overwritten)")]
-    OutputExists { path: PathBuf },
-    #[error("cannot create {path}: {source}")]
-    OutputCreate {
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
-/// Where `--stacks` results go besides the terminal.
+/// Where `--stacks` results go besides the terminal; created (never overwritten) only
+/// once the probes are attached, so a run that fails leaves no empty file behind.
 #[derive(Debug, Default)]
 pub struct StackFiles {
-    pub folded: Option<(PathBuf, File)>,
-    pub flamegraph: Option<(PathBuf, File)>,
+    pub folded: Option<PathBuf>,
+    pub flamegraph: Option<PathBuf>,
 }
 
 /// What to attach where, what the kernel does on each hit, and what to print.
@@ -159,8 +152,8 @@ impl Plan {
         }
         let stacks = if args.stacks {
             Some(StackFiles {
-                folded: args.folded.as_deref().map(create_new).transpose()?,
-                flamegraph: args.flamegraph.as_deref().map(create_new).transpose()?,
+                folded: args.folded.clone(),
+                flamegraph: args.flamegraph.clone(),
             })
         } else {
             None
@@ -308,19 +301,4 @@ fn kernel_config(
         }
     }
     Ok(config)
-}
-
-/// Creates an output file that did not exist: never follows a planted symlink (O_EXCL
-/// fails on any existing name) and never clobbers.
-fn create_new(path: &Path) -> Result<(PathBuf, File), PlanError> {
-    match OpenOptions::new().write(true).create_new(true).open(path) {
-        Ok(file) => Ok((path.to_owned(), file)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(PlanError::OutputExists {
-            path: path.to_owned(),
-        }),
-        Err(source) => Err(PlanError::OutputCreate {
-            path: path.to_owned(),
-            source,
-        }),
-    }
 }

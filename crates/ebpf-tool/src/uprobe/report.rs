@@ -1,7 +1,11 @@
-//! Turns the kernel's aggregates into the tables a run prints (counts, histograms,
-//! stacks) and the closing summary, as text or JSON.
+//! The kernel's aggregates as the plain data the printer renders: the count table and
+//! histograms of this run, and the stack files (`--folded`, `--flamegraph`).
 
-use std::io::{self, Write};
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
 
 use ebpf_tool_common::{HIST_ARG, HIST_LATENCY, by};
 
@@ -9,32 +13,18 @@ use super::Plan;
 use crate::{
     cli::CountBy,
     events::comm_bytes,
-    loader::{Aggregates, LoadError, Losses},
+    loader::{Aggregates, LoadError},
     output::{
-        hist::{Histogram, human_ns},
-        json::{self, Summary},
+        hist::Histogram,
+        printer::{HistOf, HistTable, Tables},
         stacks::{self, StackRow},
         table::{self, CountRow},
     },
 };
 
-/// How many stacks the text report lists.
-const TOP_STACKS: usize = 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error(transparent)]
-    Kernel(#[from] LoadError),
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
-
 /// The count table and histograms, as they stand now (cumulative since attach).
-pub fn write_tables(
-    out: &mut impl Write,
-    plan: &Plan,
-    aggregates: &Aggregates,
-) -> Result<(), ReportError> {
+pub fn tables(plan: &Plan, aggregates: &Aggregates) -> Result<Tables, LoadError> {
+    let mut tables = Tables::default();
     if let Some(count_by) = plan.count_by {
         let mut rows = count_rows(plan, aggregates, count_by)?;
         table::sort_rows(&mut rows);
@@ -44,50 +34,35 @@ pub fn write_tables(
             CountBy::Tid => Some("tid"),
             CountBy::Comm => Some("comm"),
         };
-        if plan.json {
-            json::write_counts(out, group, &rows)?;
-        } else {
-            table::write_text(out, group.map(str::to_uppercase).as_deref(), &rows)?;
-        }
+        tables.counts = Some((group, rows));
     }
+    let show_empty = plan.functions.len() == 1;
     for (probe, label) in plan.labels.iter().enumerate() {
         if let Some(index) = plan.hist_arg {
-            let hist = Histogram::from_per_cpu_slots(&aggregates.hist_slots(probe, HIST_ARG)?);
-            let of = format!("arg{index}");
-            if plan.json {
-                json::write_hist(out, label, &of, &hist)?;
-            } else if hist.count > 0 || plan.functions.len() == 1 {
-                writeln!(out, "\n{label} {of}: {} calls", hist.count)?;
-                hist.write_text(out, "value")?;
-            }
+            tables.hists.push(HistTable {
+                func: label.clone(),
+                of: HistOf::Value(format!("arg{index}")),
+                hist: Histogram::from_per_cpu_slots(&aggregates.hist_slots(probe, HIST_ARG)?),
+                show_empty,
+            });
         }
         if plan.latency {
-            let hist = Histogram::from_per_cpu_slots(&aggregates.hist_slots(probe, HIST_LATENCY)?);
-            if plan.json {
-                json::write_hist(out, label, "latency_ns", &hist)?;
-            } else if hist.count > 0 || plan.functions.len() == 1 {
-                writeln!(
-                    out,
-                    "\n{label} latency: count={} min={} avg={} p50={} p99={} max={} (percentiles estimated from log2 buckets)",
-                    hist.count,
-                    human_ns(hist.min),
-                    human_ns(hist.average()),
-                    human_ns(hist.percentile(50.0)),
-                    human_ns(hist.percentile(99.0)),
-                    human_ns(hist.max),
-                )?;
-                hist.write_text(out, "ns")?;
-            }
+            tables.hists.push(HistTable {
+                func: label.clone(),
+                of: HistOf::Latency,
+                hist: Histogram::from_per_cpu_slots(&aggregates.hist_slots(probe, HIST_LATENCY)?),
+                show_empty,
+            });
         }
     }
-    Ok(())
+    Ok(tables)
 }
 
 fn count_rows(
     plan: &Plan,
     aggregates: &Aggregates,
     count_by: CountBy,
-) -> Result<Vec<CountRow>, ReportError> {
+) -> Result<Vec<CountRow>, LoadError> {
     let name = |probe: u32| {
         plan.labels
             .get(probe as usize)
@@ -121,84 +96,82 @@ fn count_rows(
         .collect())
 }
 
-/// The stacks report: top stacks on `out`, and the folded / flame graph files.
-pub fn write_stacks(
-    out: &mut impl Write,
-    plan: &mut Plan,
-    rows: Vec<StackRow>,
-) -> Result<(), ReportError> {
-    let rows = stacks::merge_and_sort(rows);
-    if plan.json {
-        json::write_stacks(out, &rows)?;
-    } else {
-        let total: u64 = rows.iter().map(|r| r.count).sum();
-        writeln!(
-            out,
-            "\n{} distinct stacks, {total} calls; most frequent first:\n",
-            rows.len()
-        )?;
-        stacks::write_text(out, &rows, TOP_STACKS)?;
-    }
-    let Some(files) = plan.stacks.as_mut() else {
-        return Ok(());
-    };
-    if let Some((path, file)) = files.folded.as_mut() {
-        let mut writer = io::BufWriter::new(file);
-        for line in stacks::folded_lines(&rows) {
-            writeln!(writer, "{line}")?;
+#[derive(Debug, thiserror::Error)]
+pub enum OutputFileError {
+    #[error("{path} already exists; remove it or choose another name (it is never overwritten)")]
+    Exists { path: PathBuf },
+    #[error("cannot create {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+}
+
+/// Fails when an output file of the plan already exists: checked before attaching, so
+/// the mistake costs no probe.
+pub fn check_output_files(plan: &Plan) -> Result<(), OutputFileError> {
+    for path in plan
+        .stacks
+        .iter()
+        .flat_map(|f| [&f.folded, &f.flamegraph])
+        .flatten()
+    {
+        if path.symlink_metadata().is_ok() {
+            return Err(OutputFileError::Exists { path: path.clone() });
         }
-        writer.flush()?;
-        eprintln!("ebpf-tool: wrote folded stacks to {}", path.display());
-    }
-    if let Some((path, file)) = files.flamegraph.as_mut() {
-        let title = format!("{} in {}", plan.function_arg, plan.binary.display());
-        stacks::write_flamegraph(io::BufWriter::new(file), &rows, &title)?;
-        eprintln!("ebpf-tool: wrote flame graph to {}", path.display());
     }
     Ok(())
 }
 
-/// The one-line summary: on stdout as JSON, or on stderr as text (stdout stays parseable).
-pub fn write_summary(
-    out: &mut impl Write,
-    plan: &Plan,
-    summary: &Summary,
-    losses: &Losses,
-) -> io::Result<()> {
-    if plan.json {
-        return json::write_summary(out, summary);
+/// The output files, created now that the run has started: never following a planted
+/// symlink (O_EXCL fails on any existing name) and never clobbering.
+pub struct StackFileHandles {
+    folded: Option<(PathBuf, File)>,
+    flamegraph: Option<(PathBuf, File)>,
+}
+
+pub fn create_output_files(plan: &Plan) -> Result<StackFileHandles, OutputFileError> {
+    let files = plan.stacks.as_ref();
+    let create = |path: &Option<PathBuf>| path.as_deref().map(create_new).transpose();
+    Ok(StackFileHandles {
+        folded: create(&files.and_then(|f| f.folded.clone()))?,
+        flamegraph: create(&files.and_then(|f| f.flamegraph.clone()))?,
+    })
+}
+
+fn create_new(path: &Path) -> Result<(PathBuf, File), OutputFileError> {
+    match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(file) => Ok((path.to_owned(), file)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(OutputFileError::Exists {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(OutputFileError::Create {
+            path: path.to_owned(),
+            source,
+        }),
     }
-    let mut line = format!(
-        "ebpf-tool: {} events seen, {} printed, {} lost",
-        summary.seen, summary.printed, summary.lost
-    );
-    if losses.counts_full > 0 {
-        line.push_str(&format!(
-            ", {} calls not counted (count table full)",
-            losses.counts_full
-        ));
+}
+
+impl StackFileHandles {
+    /// Writes the folded stacks and the flame graph; returns what was written where.
+    pub fn write(self, plan: &Plan, rows: &[StackRow]) -> io::Result<Vec<String>> {
+        let mut wrote = Vec::new();
+        if let Some((path, file)) = self.folded {
+            let mut writer = io::BufWriter::new(file);
+            for line in stacks::folded_lines(rows) {
+                writeln!(writer, "{line}")?;
+            }
+            writer.flush()?;
+            wrote.push(format!(
+                "ebpf-tool: wrote folded stacks to {}",
+                path.display()
+            ));
+        }
+        if let Some((path, file)) = self.flamegraph {
+            let title = format!("{} in {}", plan.function_arg, plan.binary.display());
+            stacks::write_flamegraph(io::BufWriter::new(file), rows, &title)?;
+            wrote.push(format!(
+                "ebpf-tool: wrote flame graph to {}",
+                path.display()
+            ));
+        }
+        Ok(wrote)
     }
-    if losses.stacks_failed > 0 {
-        line.push_str(&format!(", {} stacks not captured", losses.stacks_failed));
-    }
-    if losses.unreadable > 0 {
-        line.push_str(&format!(
-            ", {} string arguments unreadable",
-            losses.unreadable
-        ));
-    }
-    if losses.unpaired > 0 {
-        line.push_str(&format!(
-            ", {} returns without a seen entry",
-            losses.unpaired
-        ));
-    }
-    eprintln!("{line}");
-    if summary.lost > 0 {
-        eprintln!(
-            "ebpf-tool: warning: {} calls were not reported because the ring buffer was full",
-            summary.lost
-        );
-    }
-    Ok(())
 }

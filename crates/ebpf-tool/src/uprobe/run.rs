@@ -1,23 +1,33 @@
-//! The run loop: attach, drain the ring buffer, print tables on an interval, stop on the
-//! first of duration, Ctrl+C, SIGTERM or a closed stdout, then detach and account for
-//! every event.
+//! The run loop: attach, drain the ring buffer into the printer, print tables on an
+//! interval, stop on the first of duration, Ctrl+C, SIGTERM, SIGHUP or a closed stdout,
+//! then detach and account for every event.
+//!
+//! Nothing here waits on output: the printer's writers run on threads of their own and
+//! say when they have no room, and the loop then leaves records in the ring (the kernel
+//! drops and counts what does not fit) rather than block. So a stop is honoured within
+//! one loop turn whatever the event rate and however stuck stdout is; after it, draining
+//! and writing get a bounded time, and what they could not finish is counted as lost.
 
 use std::{
-    io::{self, BufWriter, ErrorKind, StdoutLock, Write},
+    io,
     time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
 };
 
 use super::{Plan, report};
 use crate::{
     events, kernel,
     loader::{AttachPoint, LoadError, Loader, ProbeKind},
-    output::{escape::printable, json, text},
+    output::{
+        escape::printable,
+        printer::{Closing, Printer},
+        stacks,
+    },
     privilege,
     symbolize::StackSymbolizer,
 };
@@ -30,7 +40,15 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
 /// At most one "events lost" warning per this long while running.
 const LOSS_WARNING_INTERVAL: Duration = Duration::from_secs(1);
-const STDOUT_BUFFER_BYTES: usize = 256 * 1024;
+/// Records taken from the ring per turn of the loop, so signals and deadlines are looked
+/// at between bounded pieces of work.
+const DRAIN_BUDGET: usize = 16 * 1024;
+/// After the stop: how long records left in the ring may still be printed...
+const FINAL_DRAIN: Duration = Duration::from_millis(250);
+/// ... and how long stdout then gets to take them and the closing lines...
+const FINAL_WRITE: Duration = Duration::from_millis(500);
+/// ... and the last lines (the summary) after that.
+const LAST_LINES: Duration = Duration::from_millis(250);
 
 /// Why the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +56,8 @@ enum Stop {
     Duration,
     Interrupt,
     Terminate,
-    /// Nobody reads stdout any more (`| head -1`): end quietly.
+    HangUp,
+    /// Nobody reads stdout any more (`| head -1`, a terminal gone): end quietly.
     StdoutClosed,
 }
 
@@ -48,125 +67,76 @@ pub fn run(plan: Plan) -> anyhow::Result<()> {
         .enable_io()
         .enable_time()
         .build()?;
-    match runtime.block_on(run_async(plan)) {
-        Err(err) if is_broken_pipe(&err) => Ok(()),
-        other => other,
+    let mut printer = Printer::new(plan.json, plan.format.clone(), plan.labels.clone());
+    let result = runtime.block_on(trace(&plan, &mut printer));
+    // Lines queued before an error still come out, in order, before it is reported.
+    printer.flush(true);
+    printer.finish_stdout(Instant::now() + LAST_LINES);
+    printer.finish_stderr(Instant::now() + LAST_LINES);
+    result
+}
+
+/// The signals that end a run. Installed before attaching, so a signal during start-up
+/// also ends it cleanly: a process killed by SIGHUP while its uprobes are registered
+/// makes the kernel fail to unregister them ("leaking uprobe").
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
 }
 
-/// stdout, buffered; status lines go to stdout in text mode and to stderr in JSON mode so
-/// stdout stays one JSON object per line.
-struct Output {
-    out: BufWriter<StdoutLock<'static>>,
-    json: bool,
-    /// A malformed record was already reported: say it once per run, not once per drain.
-    warned_malformed: bool,
-}
-
-impl Output {
-    fn status(&mut self, line: &str) -> io::Result<()> {
-        if self.json {
-            eprintln!("{line}");
-            Ok(())
-        } else {
-            writeln!(self.out, "{line}")
-        }
-    }
-}
-
-async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
+async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
     privilege::check()?;
     let kernel_version = kernel::KernelVersion::current();
     kernel::check(kernel_version)?;
     if plan.attach_return {
         kernel::check_return_probes(kernel_version)?;
     }
-    // Installed before attaching so a signal during start-up also detaches cleanly.
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut out = Output {
-        out: BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock()),
-        json: plan.json,
-        warned_malformed: false,
-    };
+    report::check_output_files(plan)?;
+    let mut signals = Signals::install()?;
 
-    announce(&mut out, &plan)?;
+    announce(printer, plan);
     for warning in &plan.warnings {
-        out.out.flush()?;
-        eprintln!("ebpf-tool: warning: {}", printable(warning));
+        printer.warning(warning);
     }
     if plan.attach_return {
         for warning in kernel::return_probe_warnings(kernel_version) {
-            out.out.flush()?;
-            eprintln!("ebpf-tool: warning: {warning}");
+            printer.warning(&warning);
         }
     }
     if plan.functions.len() > 1 && !kernel::has_uprobe_multi(kernel_version) {
-        out.status("Note: this kernel has no uprobe_multi link (Linux 6.6+): one link per function, slower to attach and detach")?;
+        printer.status("Note: this kernel has no uprobe_multi link (Linux 6.6+): one link per function, slower to attach and detach");
     }
-    out.out.flush()?;
 
     privilege::raise_memlock_limit();
     let (mut loader, channels) = Loader::load(&plan.config, plan.functions.len(), plan.noop)?;
-    let points: Vec<AttachPoint> = plan
-        .functions
-        .iter()
-        .enumerate()
-        .map(|(index, function)| AttachPoint {
-            path: plan.binary.clone(),
-            offset: function.file_offset,
-            cookie: index as u64,
-        })
-        .collect();
-    let started = Instant::now();
-    let mut kinds = vec![ProbeKind::Entry];
-    if plan.attach_return {
-        kinds.push(ProbeKind::Return);
-    }
-    report_skipped(&mut out, &plan.skipped)?;
-    for kind in kinds {
-        let mut report = loader.attach(kind, &points)?;
-        if report.attached == 0 && !report.failed.is_empty() {
-            return Err(report.failed.swap_remove(0).1.into());
-        }
-        let failed: Vec<(String, String)> = report
-            .failed
-            .iter()
-            .map(|(index, why)| {
-                let reason = match why {
-                    LoadError::Refused { why, .. } => why.clone(),
-                    other => other.to_string(),
-                };
-                (plan.labels[*index].clone(), reason)
-            })
-            .collect();
-        report_skipped(&mut out, &failed)?;
-        log::debug!(
-            "{kind:?}: {} probes attached in {:?} ({})",
-            report.attached,
-            started.elapsed(),
-            if report.multi {
-                "one uprobe_multi link"
-            } else {
-                "one perf-event link each"
-            }
-        );
-    }
+    attach(printer, plan, &mut loader)?;
+    let stack_files = report::create_output_files(plan)?;
 
-    out.status("Uprobe attached successfully. Waiting for events...")?;
-    out.status("(Functions called will trigger the probe)\n")?;
+    printer.status("Uprobe attached successfully. Waiting for events...");
+    printer.status("(Functions called will trigger the probe)\n");
     if plan.duration.is_none() {
-        out.status("Press Ctrl+C to stop...")?;
+        printer.status("Press Ctrl+C to stop...");
     }
-    out.out.flush()?;
+    printer.flush(true);
 
-    let events = channels.events;
     let aggregates = channels.aggregates;
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
     // that owns the ring buffer exists.
-    let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+    let mut ring = unsafe { AsyncFd::register_with_interest(channels.events, Interest::READABLE) }
         .map_err(io::Error::from)?;
-    let mut summary = json::Summary::default();
+    let mut drained = Drained::default();
+    let layout = events::RecordLayout::of(&plan.config);
     let mut symbolizer = plan.stacks.is_some().then(|| {
         let entries = plan.functions.iter().map(|f| f.address).collect();
         StackSymbolizer::new(plan.binary.clone(), entries, plan.text_ranges.clone())
@@ -188,20 +158,25 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     let mut last_loss_warning: Option<Instant> = None;
 
     let stop = loop {
+        // While the printer has no room, the ring is left alone (its readiness would
+        // wake the loop for nothing); the drain timer tries again.
+        let room = printer.has_room();
         tokio::select! {
-            _ = interrupt.recv() => break Stop::Interrupt,
-            _ = terminate.recv() => break Stop::Terminate,
+            _ = signals.interrupt.recv() => break Stop::Interrupt,
+            _ = signals.terminate.recv() => break Stop::Terminate,
+            _ = signals.hangup.recv() => break Stop::HangUp,
             () = &mut deadline => break Stop::Duration,
-            guard = ring.readable_mut() => {
+            guard = ring.readable_mut(), if room => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut out, &plan, &mut summary)?;
-                guard.clear_ready();
+                if drain(guard.get_inner_mut(), layout, printer, &mut drained, DRAIN_BUDGET) {
+                    guard.clear_ready();
+                }
             }
             _ = drain_timer.tick(), if plan.per_event => {
-                drain(ring.get_mut(), &mut out, &plan, &mut summary)?;
+                drain(ring.get_mut(), layout, printer, &mut drained, DRAIN_BUDGET);
             }
             _ = housekeeping.tick() => {
-                if stdout_reader_gone() {
+                if printer.output_closed() || stdout_reader_gone() {
                     break Stop::StdoutClosed;
                 }
                 if let Some(symbolizer) = symbolizer.as_mut() {
@@ -210,24 +185,20 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
                 let lost = aggregates.losses()?.ringbuf_full;
                 let quiet = last_loss_warning.is_some_and(|t| t.elapsed() < LOSS_WARNING_INTERVAL);
                 if lost > lost_reported && !quiet {
-                    out.out.flush()?;
-                    eprintln!("ebpf-tool: warning: {} events lost so far (ring buffer full; the reader fell behind)", lost);
+                    printer.warning(&format!("{lost} events lost so far (ring buffer full; the reader fell behind)"));
                     lost_reported = lost;
                     last_loss_warning = Some(Instant::now());
                 }
             }
             _ = interval.tick() => {
-                out.status(&format!("\n--- {} (cumulative) ---", clock_time()))?;
-                report::write_tables(&mut out.out, &plan, &aggregates)?;
+                printer.status(&format!("\n--- {} (cumulative) ---", clock_time()));
+                printer.tables(&report::tables(plan, &aggregates)?);
             }
         }
-        if let Err(e) = out.out.flush() {
-            if e.kind() == ErrorKind::BrokenPipe {
-                break Stop::StdoutClosed;
-            }
-            return Err(e.into());
-        }
+        // What this turn produced goes out now, as a line printed by a blocking tool would.
+        printer.flush(true);
     };
+    let stopped = Instant::now();
 
     // Detach first, then drain: records written before the last probe went away still
     // get printed, and nothing new can arrive.
@@ -235,39 +206,156 @@ async fn run_async(mut plan: Plan) -> anyhow::Result<()> {
     if stop == Stop::StdoutClosed {
         return Ok(());
     }
-    drain(ring.get_mut(), &mut out, &plan, &mut summary)?;
+    let ring = ring.get_mut();
+    while !drain(ring, layout, printer, &mut drained, DRAIN_BUDGET) {
+        if stopped.elapsed() > FINAL_DRAIN || printer.output_closed() || printer.stdout_stuck() {
+            drained.discarded += ring_discard(ring);
+            break;
+        }
+        printer.flush(false);
+        if !printer.has_room() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     let why = match stop {
         Stop::Duration => "Duration complete.",
         Stop::Interrupt => "Received Ctrl+C, stopping...",
         Stop::Terminate => "Received SIGTERM, stopping...",
+        Stop::HangUp => "Received SIGHUP, stopping...",
         Stop::StdoutClosed => unreachable!("returned above"),
     };
-    out.status(&format!("\n{why}\nUprobe detached."))?;
-    report::write_tables(&mut out.out, &plan, &aggregates)?;
+    printer.status(&format!("\n{why}\nUprobe detached."));
+    printer.tables(&report::tables(plan, &aggregates)?);
     if let Some(mut symbolizer) = symbolizer {
         symbolizer.update(&aggregates)?;
-        let rows = symbolizer.rows(&aggregates, &plan.labels)?;
-        report::write_stacks(&mut out.out, &mut plan, rows)?;
+        let rows = stacks::merge_and_sort(symbolizer.rows(&aggregates, &plan.labels)?);
+        printer.stacks(&rows);
+        for line in stack_files.write(plan, &rows)? {
+            printer.to_stderr(&line);
+        }
     }
+    // What stdout has not taken by the deadline is counted as lost, not waited for.
+    printer.flush(true);
+    printer.settle_stdout(stopped + FINAL_DRAIN + FINAL_WRITE);
     let losses = aggregates.losses()?;
-    summary.lost = losses.ringbuf_full;
-    summary.uncounted = losses.counts_full + losses.stacks_failed + losses.unpaired;
-    summary.unreadable = losses.unreadable;
-    out.out.flush()?;
-    report::write_summary(&mut out.out, &plan, &summary, &losses)?;
-    out.out.flush()?;
+    let printed = printer.printed();
+    let unwritten = drained.read - printed + drained.discarded;
+    let closing = Closing {
+        summary: crate::output::json::Summary {
+            seen: drained.read + drained.discarded + losses.ringbuf_full,
+            printed,
+            lost: losses.ringbuf_full + unwritten,
+            uncounted: losses.counts_full + losses.stacks_failed + losses.unpaired,
+            unreadable: losses.unreadable,
+        },
+        counts_full: losses.counts_full,
+        stacks_failed: losses.stacks_failed,
+        unpaired: losses.unpaired,
+        unwritten,
+    };
+    printer.summary(&closing);
     Ok(())
+}
+
+/// Attaches the entry (and return) probes, saying which functions were left out.
+fn attach(printer: &mut Printer, plan: &Plan, loader: &mut Loader) -> Result<(), LoadError> {
+    let points: Vec<AttachPoint> = plan
+        .functions
+        .iter()
+        .enumerate()
+        .map(|(index, function)| AttachPoint {
+            path: plan.binary.clone(),
+            offset: function.file_offset,
+            cookie: index as u64,
+        })
+        .collect();
+    let started = Instant::now();
+    let mut kinds = vec![ProbeKind::Entry];
+    if plan.attach_return {
+        kinds.push(ProbeKind::Return);
+    }
+    report_skipped(printer, &plan.skipped);
+    for kind in kinds {
+        let mut report = loader.attach(kind, &points)?;
+        if report.attached == 0 && !report.failed.is_empty() {
+            return Err(report.failed.swap_remove(0).1);
+        }
+        let failed: Vec<(String, String)> = report
+            .failed
+            .iter()
+            .map(|(index, why)| {
+                let reason = match why {
+                    LoadError::Refused { why, .. } => why.clone(),
+                    other => other.to_string(),
+                };
+                (plan.labels[*index].clone(), reason)
+            })
+            .collect();
+        report_skipped(printer, &failed);
+        log::debug!(
+            "{kind:?}: {} probes attached in {:?} ({})",
+            report.attached,
+            started.elapsed(),
+            if report.multi {
+                "one uprobe_multi link"
+            } else {
+                "one perf-event link each"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Records read from the ring, and thrown away unread at the end.
+#[derive(Debug, Default)]
+struct Drained {
+    read: u64,
+    discarded: u64,
+}
+
+/// Prints records waiting in the ring buffer while the printer has room, at most
+/// `budget` of them; true when the ring is empty.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    layout: events::RecordLayout,
+    printer: &mut Printer,
+    drained: &mut Drained,
+    budget: usize,
+) -> bool {
+    for _ in 0..budget {
+        if !printer.has_room() {
+            return false;
+        }
+        let Some(record) = ring.next() else {
+            return true;
+        };
+        drained.read += 1;
+        match events::decode(&record, layout) {
+            Ok(record) => printer.event(&record),
+            Err(err) => printer.malformed(&err),
+        }
+    }
+    false
+}
+
+/// Empties the ring without printing; returns how many records it held.
+fn ring_discard(ring: &mut RingBuf<MapData>) -> u64 {
+    let mut discarded = 0;
+    while ring.next().is_some() {
+        discarded += 1;
+    }
+    discarded
 }
 
 /// Says which functions are not probed: each with its reason when there are few,
 /// grouped by reason when a glob ran into many.
-fn report_skipped(out: &mut Output, skipped: &[(String, String)]) -> io::Result<()> {
+fn report_skipped(printer: &mut Printer, skipped: &[(String, String)]) {
     const LISTED: usize = 5;
     if skipped.len() <= LISTED {
         for (label, why) in skipped {
-            out.status(&format!("Skipped {}: {}", printable(label), printable(why)))?;
+            printer.status(&format!("Skipped {}: {}", printable(label), printable(why)));
         }
-        return Ok(());
+        return;
     }
     let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
     for (label, reason) in skipped {
@@ -279,7 +367,7 @@ fn report_skipped(out: &mut Output, skipped: &[(String, String)]) -> io::Result<
     for (reason, names) in by_reason {
         let shown: Vec<String> = names.iter().take(LISTED).map(|n| printable(n)).collect();
         let more = names.len().saturating_sub(LISTED);
-        out.status(&format!(
+        printer.status(&format!(
             "Skipped {} functions ({}{}): {}",
             names.len(),
             shown.join(", "),
@@ -289,87 +377,44 @@ fn report_skipped(out: &mut Output, skipped: &[(String, String)]) -> io::Result<
                 String::new()
             },
             printable(reason)
-        ))?;
+        ));
     }
-    Ok(())
 }
 
 /// The opening lines, as the spec gives them, plus where the function really is.
-fn announce(out: &mut Output, plan: &Plan) -> io::Result<()> {
+fn announce(printer: &mut Printer, plan: &Plan) {
     // Paths and names may come from anywhere (a hostile symlink, a symbol table): shown
     // with control characters escaped.
-    out.status(&format!(
+    printer.status(&format!(
         "Attaching uprobe to {}:{}",
         printable(&plan.binary_arg),
         printable(&plan.function_arg)
-    ))?;
+    ));
     const SHOWN: usize = 10;
     let binary = printable(&plan.binary.to_string_lossy());
     for (function, label) in plan.functions.iter().zip(&plan.labels).take(SHOWN) {
-        out.status(&format!(
+        printer.status(&format!(
             "Resolved {} in {binary} at file offset {:#x}",
             printable(label),
             function.file_offset
-        ))?;
+        ));
     }
     if plan.functions.len() > SHOWN {
-        out.status(&format!(
+        printer.status(&format!(
             "... and {} more functions",
             plan.functions.len() - SHOWN
-        ))?;
+        ));
     }
     for note in &plan.notes {
-        out.status(&format!("Note: {}", printable(note)))?;
+        printer.status(&format!("Note: {}", printable(note)));
     }
     if let Some(pid) = plan.pid {
-        out.status(&format!("Only process {pid}"))?;
+        printer.status(&format!("Only process {pid}"));
     }
-    out.status(&format!(
+    printer.status(&format!(
         "Duration: {} seconds (0 = until Ctrl+C)",
         plan.duration.map_or(0, |d| d.as_secs())
-    ))
-}
-
-/// Prints every record waiting in the ring buffer.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    out: &mut Output,
-    plan: &Plan,
-    summary: &mut json::Summary,
-) -> anyhow::Result<()> {
-    let layout = events::RecordLayout::of(&plan.config);
-    while let Some(record) = ring.next() {
-        summary.seen += 1;
-        let record = match events::decode(&record, layout) {
-            Ok(record) => record,
-            Err(err) => {
-                if !out.warned_malformed {
-                    eprintln!("ebpf-tool: skipping bad record: {err}");
-                    out.warned_malformed = true;
-                }
-                continue;
-            }
-        };
-        let function = plan
-            .labels
-            .get(record.event.probe_id as usize)
-            .map_or("?", String::as_str);
-        if plan.json {
-            json::write_event(&mut out.out, &record, function, &plan.format)?;
-        } else {
-            text::write_event(&mut out.out, &record, function, &plan.format)?;
-        }
-        summary.printed += 1;
-    }
-    Ok(())
-}
-
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe)
-    })
+    ));
 }
 
 /// Wall-clock time of day (UTC) for interval headers.

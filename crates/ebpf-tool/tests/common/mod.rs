@@ -153,7 +153,10 @@ pub fn private_copy(built: &Path) -> PathBuf {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let copy = built.with_file_name(format!("fx{}-{n}", std::process::id()));
     let partial = copy.with_extension("partial");
-    std::fs::copy(built, &partial).unwrap();
+    // Copied by another process: a descriptor open for writing in this one would be
+    // inherited by any child a parallel test forks meanwhile, and exec of the copy would
+    // fail with ETXTBSY while that child lives.
+    run_tool("cp", &[built.as_os_str(), partial.as_os_str()]);
     std::fs::rename(&partial, &copy).unwrap();
     copy
 }

@@ -1,0 +1,297 @@
+//! The one owner of stdout and stderr for a run: status lines, events, tables,
+//! histograms, stacks and the summary, as text or as JSON. Everything goes through
+//! `Sink`s, so no write can block the run loop (see `sink`).
+//!
+//! Where lines go: in text mode the status lines the spec prescribes ("Attaching uprobe
+//! ...", "Uprobe detached.") and the tables go to stdout with the events, the summary
+//! and warnings to stderr; in JSON mode stdout carries only JSON objects and every other
+//! line goes to stderr.
+
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use super::{
+    EventFormat,
+    escape::printable,
+    hist::{Histogram, human_ns},
+    json,
+    sink::Sink,
+    sink::State,
+    stacks,
+    stacks::StackRow,
+    table,
+    table::CountRow,
+    text,
+};
+use crate::events::Record;
+
+/// How long a line for stderr waits for stdout's earlier lines to be written first, so
+/// a terminal shows both in order; a stuck stdout only delays stderr by this much.
+const ORDER_WAIT: Duration = Duration::from_millis(50);
+
+/// How many stacks the text report lists.
+const TOP_STACKS: usize = 10;
+
+/// The in-kernel tables at one moment, as plain data.
+#[derive(Debug, Default)]
+pub struct Tables {
+    /// `--count`: the group column's name (pid, tid, comm) when grouped, and the rows.
+    pub counts: Option<(Option<&'static str>, Vec<CountRow>)>,
+    pub hists: Vec<HistTable>,
+}
+
+/// One histogram of one function.
+#[derive(Debug)]
+pub struct HistTable {
+    pub func: String,
+    pub of: HistOf,
+    pub hist: Histogram,
+    /// Printed in text even when empty (a run of one function says "0 calls").
+    pub show_empty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistOf {
+    Latency,
+    /// An argument, by the name it is shown with (`arg0`).
+    Value(String),
+}
+
+/// The closing counts of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Closing {
+    pub summary: json::Summary,
+    /// Calls the kernel could not count (`--count --by` table full).
+    pub counts_full: u64,
+    pub stacks_failed: u64,
+    pub unpaired: u64,
+    /// Records read from the ring but not written before the output deadline.
+    pub unwritten: u64,
+}
+
+pub struct Printer {
+    json: bool,
+    format: EventFormat,
+    /// `labels[probe_id]` names the function of an event.
+    labels: Vec<String>,
+    stdout: Sink,
+    stderr: Sink,
+    warned_malformed: bool,
+}
+
+impl Printer {
+    pub fn new(json: bool, format: EventFormat, labels: Vec<String>) -> Printer {
+        Printer {
+            json,
+            format,
+            labels,
+            stdout: Sink::new(libc::STDOUT_FILENO, "stdout"),
+            stderr: Sink::new(libc::STDERR_FILENO, "stderr"),
+            warned_malformed: false,
+        }
+    }
+
+    /// A status line: stdout in text mode, stderr in JSON mode.
+    pub fn status(&mut self, line: &str) {
+        if self.json {
+            self.to_stderr(line);
+        } else {
+            let out = self.stdout.buffer();
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+            self.stdout.flush(false);
+        }
+    }
+
+    /// `ebpf-tool: warning: TEXT` on stderr, escaped.
+    pub fn warning(&mut self, text: &str) {
+        self.to_stderr(&format!("ebpf-tool: warning: {}", printable(text)));
+    }
+
+    /// A line for stderr, after what stdout already holds.
+    pub fn to_stderr(&mut self, line: &str) {
+        self.stdout.settle(ORDER_WAIT);
+        let err = self.stderr.buffer();
+        err.extend_from_slice(line.as_bytes());
+        err.push(b'\n');
+        self.stderr.flush(true);
+    }
+
+    /// Whether another event fits: false while the reader has not taken the last batch.
+    pub fn has_room(&mut self) -> bool {
+        self.stdout.has_room()
+    }
+
+    /// One event line (text) or object (JSON).
+    pub fn event(&mut self, record: &Record<'_>) {
+        let function = self
+            .labels
+            .get(record.event.probe_id as usize)
+            .map_or("?", String::as_str);
+        let out = self.stdout.buffer();
+        let written = if self.json {
+            json::write_event(out, record, function, &self.format)
+        } else {
+            text::write_event(out, record, function, &self.format)
+        };
+        written.expect("writing to a Vec cannot fail");
+        self.stdout.record_done();
+    }
+
+    /// A record that does not decode: said once per run.
+    pub fn malformed(&mut self, err: &dyn std::fmt::Display) {
+        if !self.warned_malformed {
+            self.to_stderr(&format!("ebpf-tool: skipping bad record: {err}"));
+            self.warned_malformed = true;
+        }
+    }
+
+    /// Hands full batches to the writers; `now` sends a partial one too.
+    pub fn flush(&mut self, now: bool) {
+        self.stdout.flush(now);
+        self.stderr.flush(now);
+    }
+
+    /// True once stdout cannot be written any more (its reader left, its terminal hung
+    /// up): the run ends quietly.
+    pub fn output_closed(&self) -> bool {
+        self.stdout.state() != State::Open
+    }
+
+    /// Whether stdout's reader has taken nothing for a while (see `sink::STALLED`).
+    pub fn stdout_stuck(&mut self) -> bool {
+        self.stdout.stalled_for() >= super::sink::STALLED
+    }
+
+    /// Events written to stdout so far.
+    pub fn printed(&self) -> u64 {
+        self.stdout.written_records()
+    }
+
+    /// The count table and histograms.
+    pub fn tables(&mut self, tables: &Tables) {
+        let out = self.stdout.buffer();
+        let rendered = render_tables(out, tables, self.json);
+        rendered.expect("writing to a Vec cannot fail");
+        self.stdout.flush(false);
+    }
+
+    /// The most frequent stacks.
+    pub fn stacks(&mut self, rows: &[StackRow]) {
+        let out = self.stdout.buffer();
+        let rendered = if self.json {
+            json::write_stacks(out, rows)
+        } else {
+            let total: u64 = rows.iter().map(|r| r.count).sum();
+            writeln!(
+                out,
+                "\n{} distinct stacks, {total} calls; most frequent first:\n",
+                rows.len()
+            )
+            .and_then(|()| stacks::write_text(out, rows, TOP_STACKS))
+        };
+        rendered.expect("writing to a Vec cannot fail");
+        self.stdout.flush(false);
+    }
+
+    /// The closing summary: a JSON object on stdout, or lines on stderr in text mode.
+    pub fn summary(&mut self, closing: &Closing) {
+        let summary = &closing.summary;
+        if self.json {
+            let out = self.stdout.buffer();
+            json::write_summary(out, summary).expect("writing to a Vec cannot fail");
+            self.stdout.flush(true);
+            return;
+        }
+        let mut line = format!(
+            "ebpf-tool: {} events seen, {} printed, {} lost",
+            summary.seen, summary.printed, summary.lost
+        );
+        for (n, what) in [
+            (closing.counts_full, "calls not counted (count table full)"),
+            (closing.stacks_failed, "stacks not captured"),
+            (summary.unreadable, "string arguments unreadable"),
+            (closing.unpaired, "returns without a seen entry"),
+        ] {
+            if n > 0 {
+                line.push_str(&format!(", {n} {what}"));
+            }
+        }
+        self.to_stderr(&line);
+        let ring_full = summary.lost - closing.unwritten;
+        if ring_full > 0 {
+            self.to_stderr(&format!(
+                "ebpf-tool: warning: {ring_full} calls were not reported because the ring buffer was full (the reader fell behind)"
+            ));
+        }
+        if closing.unwritten > 0 {
+            self.to_stderr(&format!(
+                "ebpf-tool: warning: {} events were not printed: stdout did not take them before the run had to end",
+                closing.unwritten
+            ));
+        }
+    }
+
+    /// Waits until `deadline` for stdout to take what it was given, without closing it.
+    pub fn settle_stdout(&mut self, deadline: Instant) {
+        self.stdout
+            .settle(deadline.saturating_duration_since(Instant::now()));
+    }
+
+    /// Waits until `deadline` for stdout to take everything; true when it did.
+    pub fn finish_stdout(&mut self, deadline: Instant) -> bool {
+        self.stdout.finish(deadline)
+    }
+
+    /// Waits until `deadline` for stderr.
+    pub fn finish_stderr(&mut self, deadline: Instant) {
+        self.stderr.finish(deadline);
+    }
+}
+
+fn render_tables(out: &mut Vec<u8>, tables: &Tables, json: bool) -> std::io::Result<()> {
+    if let Some((group, rows)) = &tables.counts {
+        if json {
+            json::write_counts(out, *group, rows)?;
+        } else {
+            table::write_text(out, group.map(str::to_uppercase).as_deref(), rows)?;
+        }
+    }
+    for table in &tables.hists {
+        let hist = &table.hist;
+        let of = match &table.of {
+            HistOf::Latency => "latency_ns",
+            HistOf::Value(name) => name,
+        };
+        if json {
+            json::write_hist(out, &table.func, of, hist)?;
+            continue;
+        }
+        if hist.count == 0 && !table.show_empty {
+            continue;
+        }
+        match &table.of {
+            HistOf::Value(name) => {
+                writeln!(out, "\n{} {name}: {} calls", table.func, hist.count)?;
+                hist.write_text(out, "value")?;
+            }
+            HistOf::Latency => {
+                writeln!(
+                    out,
+                    "\n{} latency: count={} min={} avg={} p50={} p99={} max={} (percentiles estimated from log2 buckets)",
+                    table.func,
+                    hist.count,
+                    human_ns(hist.min),
+                    human_ns(hist.average()),
+                    human_ns(hist.percentile(50.0)),
+                    human_ns(hist.percentile(99.0)),
+                    human_ns(hist.max),
+                )?;
+                hist.write_text(out, "ns")?;
+            }
+        }
+    }
+    Ok(())
+}
