@@ -435,3 +435,61 @@ fn a_slow_reader_cannot_stretch_the_duration() {
     // the tool exited); status lines come on top.
     assert!(read >= printed, "read {read}, printed {printed}");
 }
+
+#[test]
+fn a_traced_file_rewritten_or_replaced_gets_its_probes_moved_not_left_in_other_code() {
+    if !privileged(
+        "a_traced_file_rewritten_or_replaced_gets_its_probes_moved_not_left_in_other_code",
+    ) {
+        return;
+    }
+    // Two builds of the fixture whose fixture_target lies at different offsets: after
+    // the rewrite, a probe left at the old offset would sit inside other code.
+    let first = target_fixture();
+    let second = common::private_copy(&common::build_c_fixture("target", &["-O0", "-pthread"]));
+    let untraced = |exe: &std::path::Path, n: &str| {
+        let out = Command::new(exe).args(["calls", n]).output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    let (want_second, want_first) = (untraced(&second, "5"), untraced(&first, "3"));
+    let traced = first.with_file_name(format!("rewritten-{}", std::process::id()));
+    common::run_tool("cp", &[first.as_os_str(), traced.as_os_str()]);
+    let mut tracer = Tracer::start(&["uprobe", path(&traced), "fixture_target", "--count"]);
+
+    // In place, as cp does it: same inode, new contents.
+    common::run_tool("cp", &[second.as_os_str(), traced.as_os_str()]);
+    tracer.wait_for_lines("Reattached 1 of 1 functions", 1, Duration::from_secs(10));
+    let out = Command::new(&traced).args(["calls", "5"]).output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(
+        out.stdout, want_second,
+        "the rewritten program computed differently"
+    );
+
+    // Replaced, as a package upgrade does it: a new file renamed over the path.
+    let staged = traced.with_extension("new");
+    common::run_tool("cp", &[first.as_os_str(), staged.as_os_str()]);
+    std::fs::rename(&staged, &traced).unwrap();
+    tracer.wait_for_lines("Reattached 1 of 1 functions", 2, Duration::from_secs(10));
+    let out = Command::new(&traced).args(["calls", "3"]).output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(out.stdout, want_first);
+
+    let finished = tracer.interrupt();
+    let stderr = finished.stderr.clone();
+    let lines = finished.ok();
+    assert!(
+        stderr.contains("was rewritten while traced: its probes are detached")
+            && stderr.contains("was replaced by another file while traced"),
+        "{stderr}"
+    );
+    // Every call of both new files counted, at their own offsets.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().eq(["fixture_target", "8"])),
+        "{lines:?}"
+    );
+    std::fs::remove_file(&traced).unwrap();
+}

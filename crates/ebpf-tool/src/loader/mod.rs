@@ -297,6 +297,8 @@ pub struct Loader {
     multi_programs: [Option<OwnedFd>; 2],
     /// uprobe_multi links; closing one detaches all its probes.
     multi_links: Vec<OwnedFd>,
+    /// Perf-event links made through aya, by the program that owns them.
+    perf_links: Vec<(ProbeKind, aya::programs::uprobe::UProbeLinkId)>,
     /// Attach the do-nothing programs instead (benchmark floor).
     noop: bool,
 }
@@ -367,6 +369,7 @@ impl Loader {
             map_fds,
             multi_programs: [None, None],
             multi_links: Vec::new(),
+            perf_links: Vec::new(),
             noop,
         };
         Ok((loader, Channels { events, aggregates }))
@@ -480,6 +483,23 @@ impl Loader {
         }
     }
 
+    /// Removes every probe and keeps the programs and maps, so the run can go on and
+    /// attach again (a traced file that changed).
+    pub fn detach_all(&mut self) {
+        self.multi_links.clear();
+        for (kind, link) in std::mem::take(&mut self.perf_links) {
+            let name = program_name(kind, self.noop);
+            if let Some(program) = self
+                .ebpf
+                .program_mut(name)
+                .and_then(|p| <&mut UProbe>::try_from(p).ok())
+                && let Err(err) = program.detach(link)
+            {
+                log::warn!("detaching a probe failed: {err}");
+            }
+        }
+    }
+
     /// One perf-event link per point, through aya.
     fn attach_perf(
         &mut self,
@@ -507,7 +527,10 @@ impl Loader {
                 cookie: Some(point.cookie),
             };
             match program.attach(attach_point, &point.path, self.scope) {
-                Ok(_) => report.attached += 1,
+                Ok(link) => {
+                    self.perf_links.push((kind, link));
+                    report.attached += 1;
+                }
                 Err(source) => {
                     let errno = errno_of(&source);
                     let error = match errno {

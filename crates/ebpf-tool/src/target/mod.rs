@@ -8,6 +8,7 @@
 //! container is found by its in-container path.
 
 mod ld_cache;
+pub mod watch;
 
 use std::{
     collections::VecDeque,

@@ -10,6 +10,7 @@
 
 use std::{
     io,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -30,11 +31,15 @@ use crate::{
     },
     privilege,
     symbolize::StackSymbolizer,
+    target::watch::{Change, FileWatch},
 };
 
 /// How often output is checked for a reader that went away, losses for news and new
 /// stacks symbolized.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+/// A changed file gets probes again once it has been quiet this long (a copy or an
+/// upgrade writes it in many pieces).
+const SETTLE: Duration = Duration::from_millis(300);
 /// How often the ring buffer is drained without a wake-up: the kernel side only wakes us
 /// once a batch is pending, so this bounds how late a lone event is printed.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
@@ -120,7 +125,13 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
 
     privilege::raise_memlock_limit();
     let (mut loader, channels) = Loader::load(&plan.config, plan.functions.len(), plan.noop)?;
-    attach(printer, plan, &mut loader)?;
+    let points = attach_points(
+        &plan.binary,
+        plan.functions.iter().map(|f| f.file_offset).map(Some),
+    );
+    report_skipped(printer, &plan.skipped);
+    attach(printer, plan, &mut loader, &points)?;
+    let mut watch = watch_file(printer, &plan.binary);
     let stack_files = report::create_output_files(plan)?;
 
     printer.status("Uprobe attached successfully. Waiting for events...");
@@ -155,6 +166,8 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
     let mut interval = tokio::time::interval(plan.interval.unwrap_or(Duration::MAX / 4));
     interval.tick().await; // the first tick is immediate; tables start one interval in
     let mut lost_reported = 0;
+    // When the traced file changed, probes go back on once it has been quiet this long.
+    let mut reattach_at: Option<Instant> = None;
     let mut last_loss_warning: Option<Instant> = None;
 
     let stop = loop {
@@ -179,6 +192,17 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
                 if printer.output_closed() || stdout_reader_gone() {
                     break Stop::StdoutClosed;
                 }
+                // The periodic half of the file watch, for filesystems inotify misses.
+                if let Some(change) = watch.as_mut().and_then(|w| w.get_mut().changes()) {
+                    if reattach_at.is_none() {
+                        file_changed(printer, plan, &mut loader, change);
+                    }
+                    reattach_at = Some(Instant::now() + SETTLE);
+                }
+                if reattach_at.is_some_and(|at| Instant::now() >= at) {
+                    reattach_at = None;
+                    watch = reattach(printer, plan, &mut loader);
+                }
                 if let Some(symbolizer) = symbolizer.as_mut() {
                     symbolizer.update(&aggregates)?;
                 }
@@ -188,6 +212,16 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
                     printer.warning(&format!("{lost} events lost so far (ring buffer full; the reader fell behind)"));
                     lost_reported = lost;
                     last_loss_warning = Some(Instant::now());
+                }
+            }
+            ready = async { watch.as_mut().expect("guarded").readable_mut().await }, if watch.is_some() => {
+                let mut guard = ready?;
+                guard.clear_ready();
+                if let Some(change) = guard.get_inner_mut().changes() {
+                    if reattach_at.is_none() {
+                        file_changed(printer, plan, &mut loader, change);
+                    }
+                    reattach_at = Some(Instant::now() + SETTLE);
                 }
             }
             _ = interval.tick() => {
@@ -257,26 +291,35 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Attaches the entry (and return) probes, saying which functions were left out.
-fn attach(printer: &mut Printer, plan: &Plan, loader: &mut Loader) -> Result<(), LoadError> {
-    let points: Vec<AttachPoint> = plan
-        .functions
-        .iter()
+/// One attach point per probe id: `offsets[id]`, or none where a function is not
+/// probed (gone from a changed file).
+fn attach_points(path: &Path, offsets: impl Iterator<Item = Option<u64>>) -> Vec<AttachPoint> {
+    offsets
         .enumerate()
-        .map(|(index, function)| AttachPoint {
-            path: plan.binary.clone(),
-            offset: function.file_offset,
-            cookie: index as u64,
+        .filter_map(|(index, offset)| {
+            Some(AttachPoint {
+                path: path.to_owned(),
+                offset: offset?,
+                cookie: index as u64,
+            })
         })
-        .collect();
+        .collect()
+}
+
+/// Attaches the entry (and return) probes at `points`, saying which were refused.
+fn attach(
+    printer: &mut Printer,
+    plan: &Plan,
+    loader: &mut Loader,
+    points: &[AttachPoint],
+) -> Result<(), LoadError> {
     let started = Instant::now();
     let mut kinds = vec![ProbeKind::Entry];
     if plan.attach_return {
         kinds.push(ProbeKind::Return);
     }
-    report_skipped(printer, &plan.skipped);
     for kind in kinds {
-        let mut report = loader.attach(kind, &points)?;
+        let mut report = loader.attach(kind, points)?;
         if report.attached == 0 && !report.failed.is_empty() {
             return Err(report.failed.swap_remove(0).1);
         }
@@ -288,7 +331,8 @@ fn attach(printer: &mut Printer, plan: &Plan, loader: &mut Loader) -> Result<(),
                     LoadError::Refused { why, .. } => why.clone(),
                     other => other.to_string(),
                 };
-                (plan.labels[*index].clone(), reason)
+                let probe = points[*index].cookie as usize;
+                (plan.labels[probe].clone(), reason)
             })
             .collect();
         report_skipped(printer, &failed);
@@ -304,6 +348,82 @@ fn attach(printer: &mut Printer, plan: &Plan, loader: &mut Loader) -> Result<(),
         );
     }
     Ok(())
+}
+
+/// Waits for the traced file to change; a run that cannot watch says so.
+fn watch_file(printer: &mut Printer, path: &Path) -> Option<AsyncFd<FileWatch>> {
+    // SAFETY: the FileWatch owns its inotify descriptor and keeps it open for as long as
+    // the AsyncFd that owns the FileWatch exists.
+    let registered =
+        FileWatch::new(path).and_then(|w| unsafe { AsyncFd::register(w) }.map_err(io::Error::from));
+    match registered {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            printer.warning(&format!(
+                "cannot watch {} for changes ({err}): if it is rewritten while traced, new runs of it may crash",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// The traced file changed: every probe comes off at once, before a process maps the
+/// new contents with breakpoints at the old offsets.
+fn file_changed(printer: &mut Printer, plan: &Plan, loader: &mut Loader, change: Change) {
+    loader.detach_all();
+    let what = match change {
+        Change::Modified => "was rewritten",
+        Change::Replaced => "was replaced by another file",
+    };
+    printer.warning(&format!(
+        "{} {what} while traced: its probes are detached (at the old offsets they would land inside other code); they go back on when the new file has the functions",
+        plan.binary.display()
+    ));
+}
+
+/// Resolves FUNCTION again in the file now at the traced path and puts the probes back
+/// on the functions it still has, under their old probe ids; watches the new file.
+fn reattach(printer: &mut Printer, plan: &Plan, loader: &mut Loader) -> Option<AsyncFd<FileWatch>> {
+    let resolved = crate::symbols::Symbols::read(&plan.binary)
+        .map_err(anyhow::Error::from)
+        .and_then(|symbols| Ok(symbols.resolve(&plan.function_arg)?));
+    let functions = match resolved {
+        Ok(resolution) => resolution.functions,
+        Err(err) => {
+            printer.warning(&format!(
+                "probes stay off: {} can no longer be traced: {err}",
+                plan.binary.display()
+            ));
+            return watch_file(printer, &plan.binary);
+        }
+    };
+    let offsets = plan.labels.iter().map(|label| {
+        functions
+            .iter()
+            .find(|f| &f.label() == label)
+            .map(|f| f.file_offset)
+    });
+    let points = attach_points(&plan.binary, offsets);
+    let missing = plan.labels.len() - points.len();
+    if points.is_empty() {
+        printer.warning("probes stay off: the new file has none of the traced functions");
+    } else if let Err(err) = attach(printer, plan, loader, &points) {
+        printer.warning(&format!("probes stay off: {err}"));
+    } else {
+        printer.status(&format!(
+            "Reattached {} of {} functions to the new {}{}",
+            points.len(),
+            plan.labels.len(),
+            printable(&plan.binary.to_string_lossy()),
+            if missing > 0 {
+                format!(" ({missing} are gone from it)")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    watch_file(printer, &plan.binary)
 }
 
 /// Records read from the ring, and thrown away unread at the end.

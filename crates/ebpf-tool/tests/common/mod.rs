@@ -227,8 +227,20 @@ impl Tracer {
 
     /// Reads lines until one (on either stream) contains `needle`; panics on timeout.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for_lines(needle, 1, timeout);
+    }
+
+    /// Reads lines until `count` of them (on either stream) contain `needle`.
+    pub fn wait_for_lines(&mut self, needle: &str, count: usize, timeout: Duration) {
         let deadline = std::time::Instant::now() + timeout;
-        let found = |t: &Tracer| t.seen.iter().chain(&t.seen_err).any(|l| l.contains(needle));
+        let found = |t: &Tracer| {
+            t.seen
+                .iter()
+                .chain(&t.seen_err)
+                .filter(|l| l.contains(needle))
+                .count()
+                >= count
+        };
         while !found(self) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if !self.receive(left) {
