@@ -210,15 +210,17 @@ fn a_fifo_swapped_onto_the_path_never_blocks() {
             };
             let mut turn = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                // The ELF stays longer than the FIFO, so some runs find it whole.
                 if turn.is_multiple_of(2) {
                     std::fs::copy(&fixture, &elf).unwrap();
                     std::fs::rename(&elf, &path).unwrap();
+                    thread::sleep(std::time::Duration::from_millis(3));
                 } else {
                     mkfifo(&fifo);
                     std::fs::rename(&fifo, &path).unwrap();
+                    thread::sleep(std::time::Duration::from_micros(300));
                 }
                 turn += 1;
-                thread::sleep(std::time::Duration::from_micros(200));
             }
         })
     };

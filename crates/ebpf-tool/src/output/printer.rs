@@ -79,6 +79,10 @@ pub struct Printer {
     stdout: Sink,
     stderr: Sink,
     warned_malformed: bool,
+    /// Whether a stderr line waits for stdout's earlier lines: at start-up and at the end,
+    /// where a terminal should show them in order, not while events stream (a wait there
+    /// would stall reading the ring).
+    ordered: bool,
 }
 
 impl Printer {
@@ -87,9 +91,10 @@ impl Printer {
             json,
             format,
             labels,
-            stdout: Sink::new(libc::STDOUT_FILENO, "stdout"),
-            stderr: Sink::new(libc::STDERR_FILENO, "stderr"),
+            stdout: Sink::new(libc::STDOUT_FILENO),
+            stderr: Sink::new(libc::STDERR_FILENO),
             warned_malformed: false,
+            ordered: true,
         }
     }
 
@@ -110,18 +115,31 @@ impl Printer {
         self.to_stderr(&format!("ebpf-tool: warning: {}", printable(text)));
     }
 
+    /// Events start (`false`) or have stopped (`true`) streaming; see `ordered`.
+    pub fn keep_order(&mut self, ordered: bool) {
+        self.ordered = ordered;
+    }
+
     /// A line for stderr, after what stdout already holds.
     pub fn to_stderr(&mut self, line: &str) {
-        self.stdout.settle(ORDER_WAIT);
+        if self.ordered {
+            self.stdout.settle(ORDER_WAIT);
+        }
         let err = self.stderr.buffer();
         err.extend_from_slice(line.as_bytes());
         err.push(b'\n');
         self.stderr.flush(true);
     }
 
-    /// Whether another event fits: false while the reader has not taken the last batch.
+    /// Whether another event fits: false while too much waits for stdout's reader.
     pub fn has_room(&mut self) -> bool {
         self.stdout.has_room()
+    }
+
+    /// stdout as written: when there is no room, wait for it to be writable (when it
+    /// can be full at all).
+    pub fn stdout_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.stdout.can_be_full().then(|| self.stdout.fd())
     }
 
     /// One event line (text) or object (JSON).
@@ -161,7 +179,7 @@ impl Printer {
     }
 
     /// Whether stdout's reader has taken nothing for a while (see `sink::STALLED`).
-    pub fn stdout_stuck(&mut self) -> bool {
+    pub fn stdout_stuck(&self) -> bool {
         self.stdout.stalled_for() >= super::sink::STALLED
     }
 
@@ -234,20 +252,16 @@ impl Printer {
         }
     }
 
-    /// Waits until `deadline` for stdout to take what it was given, without closing it.
-    pub fn settle_stdout(&mut self, deadline: Instant) {
+    /// Waits until `deadline` (less for a stuck reader) for stdout to take everything.
+    pub fn settle_stdout(&mut self, deadline: Instant) -> bool {
         self.stdout
-            .settle(deadline.saturating_duration_since(Instant::now()));
+            .settle(deadline.saturating_duration_since(Instant::now()))
     }
 
-    /// Waits until `deadline` for stdout to take everything; true when it did.
-    pub fn finish_stdout(&mut self, deadline: Instant) -> bool {
-        self.stdout.finish(deadline)
-    }
-
-    /// Waits until `deadline` for stderr.
-    pub fn finish_stderr(&mut self, deadline: Instant) {
-        self.stderr.finish(deadline);
+    /// The same for stderr.
+    pub fn settle_stderr(&mut self, deadline: Instant) -> bool {
+        self.stderr
+            .settle(deadline.saturating_duration_since(Instant::now()))
     }
 }
 

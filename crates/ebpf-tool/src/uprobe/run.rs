@@ -76,8 +76,8 @@ pub fn run(plan: Plan) -> anyhow::Result<()> {
     let result = runtime.block_on(trace(&plan, &mut printer));
     // Lines queued before an error still come out, in order, before it is reported.
     printer.flush(true);
-    printer.finish_stdout(Instant::now() + LAST_LINES);
-    printer.finish_stderr(Instant::now() + LAST_LINES);
+    printer.settle_stdout(Instant::now() + LAST_LINES);
+    printer.settle_stderr(Instant::now() + LAST_LINES);
     result
 }
 
@@ -170,11 +170,27 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
     let mut reattach_at: Option<Instant> = None;
     let mut last_loss_warning: Option<Instant> = None;
 
+    // Waited on when the printer has no room: a descriptor of the printer's own (see
+    // `output::sink`), which outlives this loop.
+    // SAFETY: the descriptor stays open while `stdout_ready` exists; it only waits on it.
+    let stdout_ready = printer
+        .stdout_fd()
+        .map(|fd| unsafe { AsyncFd::register_with_interest(FdRef(fd), Interest::WRITABLE) })
+        .transpose()
+        .map_err(io::Error::from)?;
+    printer.keep_order(false);
     let stop = loop {
-        // While the printer has no room, the ring is left alone (its readiness would
-        // wake the loop for nothing); the drain timer tries again.
+        // While the printer has no room, the ring is left alone (its readiness would wake
+        // the loop for nothing) until stdout can take more.
         let room = printer.has_room();
         tokio::select! {
+            ready = async { stdout_ready.as_ref().expect("guarded").writable().await },
+                if !room && stdout_ready.is_some() =>
+            {
+                ready?.clear_ready();
+                printer.flush(false);
+                drain(ring.get_mut(), layout, printer, &mut drained, DRAIN_BUDGET);
+            }
             _ = signals.interrupt.recv() => break Stop::Interrupt,
             _ = signals.terminate.recv() => break Stop::Terminate,
             _ = signals.hangup.recv() => break Stop::HangUp,
@@ -233,6 +249,7 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
         printer.flush(true);
     };
     let stopped = Instant::now();
+    printer.keep_order(true);
 
     // Detach first, then drain: records written before the last probe went away still
     // get printed, and nothing new can arrive.
@@ -246,9 +263,8 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
             drained.discarded += ring_discard(ring);
             break;
         }
-        printer.flush(false);
         if !printer.has_room() {
-            std::thread::sleep(Duration::from_millis(1));
+            printer.settle_stdout(Instant::now() + Duration::from_millis(5));
         }
     }
     let why = match stop {
@@ -424,6 +440,15 @@ fn reattach(printer: &mut Printer, plan: &Plan, loader: &mut Loader) -> Option<A
         ));
     }
     watch_file(printer, &plan.binary)
+}
+
+/// A descriptor owned elsewhere, to wait on.
+struct FdRef(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for FdRef {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
 }
 
 /// Records read from the ring, and thrown away unread at the end.
