@@ -1,6 +1,10 @@
-//! Command-line flags and help text, nothing else: `uprobe::plan` validates them.
+//! Command-line flags and help text, nothing else: each flag owns its grammar through a
+//! value parser (a bad value is a usage error, exit 2); `uprobe::plan` validates how
+//! they combine.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::values::request::{FilterRequest, ValueRequest};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,14 +91,18 @@ pub struct UprobeArgs {
     #[arg(long, value_name = "UID", value_parser = clap::value_parser!(u32).range(..u32::MAX as i64))]
     pub uid: Option<u32>,
 
-    /// Only calls whose argument passes, e.g. 'arg0 > 4096', 'arg1 == 0', 'arg2:i64 < 0'
-    #[arg(long, value_name = "EXPR")]
-    pub filter: Option<String>,
+    /// Only calls whose value passes, e.g. 'arg0 > 4096', 'arg1 == 0', 'arg2:i32 < 0',
+    /// '+8(arg0):u32 >= 16' (compared in the kernel, as the type says)
+    #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
+    pub filter: Option<FilterRequest>,
 
-    /// Arguments to show: N[:TYPE] with TYPE one of u64 (default), i64, u32, i32, u16, i16,
-    /// u8, i8, hex, str; repeat or separate with commas (-a 0:str,1:hex)
-    #[arg(short, long = "args", value_name = "SPEC", value_delimiter = ',')]
-    pub args: Vec<String>,
+    /// Values to show: LOCATION[:TYPE]. LOCATION is an argument number (N or argN; past
+    /// the sixth, from the stack), a register (%rdi), or OFFSET(LOCATION): the memory at
+    /// LOCATION plus OFFSET ('+8(+16(arg0))', as perf probe writes it). TYPE is u64
+    /// (default), i64, u32, i32, u16, i16, u8, i8, hex, str (a C string) or buf:N (as many
+    /// bytes as argument N says); repeat or separate with commas (-a 0:str,1:hex)
+    #[arg(short, long = "args", value_name = "VALUE", value_delimiter = ',', value_parser = parse_value)]
+    pub args: Vec<ValueRequest>,
 
     /// Also probe the return: each call is reported when it returns, with ret=
     #[arg(long)]
@@ -117,9 +125,10 @@ pub struct UprobeArgs {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: Option<u64>,
 
-    /// A log2 histogram of argument N's value, computed in the kernel (no per-call output)
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..6))]
-    pub hist: Option<u32>,
+    /// A log2 histogram of a value (an argument number, or any -a LOCATION[:TYPE]),
+    /// computed in the kernel (no per-call output)
+    #[arg(long, value_name = "VALUE", value_parser = parse_number_value)]
+    pub hist: Option<ValueRequest>,
 
     /// Capture the user stack of each call and print the most frequent stacks at the end
     #[arg(long)]
@@ -153,4 +162,25 @@ pub enum CountBy {
     Pid,
     Tid,
     Comm,
+}
+
+fn parse_value(text: &str) -> Result<ValueRequest, String> {
+    text.parse()
+        .map_err(|e: crate::values::request::RequestError| e.to_string())
+}
+
+/// A value to histogram: a number, so not a string or a buffer.
+fn parse_number_value(text: &str) -> Result<ValueRequest, String> {
+    let value = parse_value(text)?;
+    match value.ty {
+        crate::values::request::ValueType::Int { .. } | crate::values::request::ValueType::Hex => {
+            Ok(value)
+        }
+        _ => Err("a histogram counts numbers, not strings or buffers".into()),
+    }
+}
+
+fn parse_filter(text: &str) -> Result<FilterRequest, String> {
+    text.parse()
+        .map_err(|e: crate::values::request::RequestError| e.to_string())
 }

@@ -15,4 +15,6 @@ pub mod privilege;
 pub mod symbolize;
 pub mod symbols;
 pub mod target;
+pub mod tuning;
 pub mod uprobe;
+pub mod values;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use ebpf_tool::{
     cli::{Cli, Command},
-    uprobe,
+    tuning::Tuning,
+    uprobe, values,
 };
 
 fn main() -> ExitCode {
@@ -30,10 +31,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Uprobe(args) if args.list => uprobe::list(&args),
         Command::Uprobe(args) => {
+            let tuning = Tuning::from_env();
+            let plan = uprobe::Plan::from_args(&args)?;
             // Needed at load; read meanwhile, while the target's symbols are.
             ebpf_tool::kernel_btf::start_reading();
-            let plan = uprobe::Plan::from_args(&args)?;
-            uprobe::run(plan)
+            let targets = uprobe::Targets::resolve(&plan)?;
+            let config =
+                uprobe::kernel_config(&plan, &targets, values::abi::native(), std::process::id())?;
+            uprobe::run(uprobe::Run {
+                plan,
+                targets,
+                config,
+                tuning,
+            })
         }
     }
 }

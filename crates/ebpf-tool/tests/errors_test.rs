@@ -93,6 +93,12 @@ fn bad_flag_values_are_refused_by_the_parser() {
         ["uprobe", "libc", "malloc", "-d", "-1"],
         ["uprobe", "libc", "malloc", "-p", "0"],
         ["uprobe", "libc", "malloc", "-p", "x"],
+        // -a and --filter own their grammar: clap refuses them like any bad flag.
+        ["uprobe", "libc", "malloc", "-a", "0:float"],
+        ["uprobe", "libc", "malloc", "-a", "x"],
+        ["uprobe", "libc", "malloc", "--filter", "arg0 >"],
+        ["uprobe", "libc", "malloc", "--filter", "arg0 ~ 1"],
+        ["uprobe", "libc", "malloc", "--hist", "0:str"],
     ] {
         ebpf_tool()
             .args(args)
@@ -100,6 +106,12 @@ fn bad_flag_values_are_refused_by_the_parser() {
             .code(2)
             .stderr(predicate::str::starts_with("error: "));
     }
+    let out = ebpf_tool()
+        .args(["uprobe", "libc", "malloc", "-a", "0:float"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(stderr.contains("unknown type 'float'"), "{stderr}");
 }
 
 #[test]

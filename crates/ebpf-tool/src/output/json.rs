@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use ebpf_tool_common::{EVENT_NO_ENTRY, KIND_CALL};
+use ebpf_tool_common::{KIND_CALL, RET_FAULT};
 use serde::Serialize;
 
 use super::{
@@ -28,31 +28,34 @@ pub fn write_event(
     write_json_string(out, comm_bytes(&event.comm))?;
     out.write_all(b",\"func\":")?;
     write_json_string(out, function.as_bytes())?;
-    let entry_seen = event.flags & EVENT_NO_ENTRY == 0;
-    if entry_seen {
+    if event.entry_unseen() {
+        out.write_all(b",\"entry_seen\":false")?;
+    } else {
         out.write_all(b",\"args\":{")?;
         let mut truncated = Vec::new();
         let mut unreadable = Vec::new();
-        for (n, (index, value)) in arg_values(format, record).enumerate() {
+        for (n, (key, value)) in arg_values(format, record).enumerate() {
             if n > 0 {
                 out.write_all(b",")?;
             }
-            write!(out, "\"arg{index}\":")?;
+            write_json_string(out, key.as_bytes())?;
+            out.write_all(b":")?;
             match value {
-                ArgValue::Integer(v) => write!(out, "{v}")?,
+                ArgValue::Unsigned(v) => write!(out, "{v}")?,
+                ArgValue::Signed(v) => write!(out, "{v}")?,
                 ArgValue::Hex(v) => write!(out, "\"{v:#x}\"")?,
-                ArgValue::Str {
+                ArgValue::Bytes {
                     bytes,
                     truncated: cut,
                 } => {
                     write_json_string(out, bytes)?;
                     if cut {
-                        truncated.push(format!("arg{index}"));
+                        truncated.push(key);
                     }
                 }
                 ArgValue::Unreadable => {
                     out.write_all(b"null")?;
-                    unreadable.push(format!("arg{index}"));
+                    unreadable.push(key);
                 }
             }
         }
@@ -65,13 +68,15 @@ pub fn write_event(
             out.write_all(b",\"unreadable\":")?;
             serde_json::to_writer(&mut *out, &unreadable)?;
         }
-    } else {
-        out.write_all(b",\"entry_seen\":false")?;
     }
-    if format.ret && event.kind == KIND_CALL {
-        write!(out, ",\"ret\":{}", event.ret as i64)?;
+    if format.ret && event.at_return() {
+        if event.faults & (1 << RET_FAULT) != 0 {
+            out.write_all(b",\"ret\":null")?;
+        } else {
+            write!(out, ",\"ret\":{}", event.ret as i64)?;
+        }
     }
-    if format.latency && event.kind == KIND_CALL && entry_seen {
+    if format.latency && event.kind == KIND_CALL {
         write!(out, ",\"latency_ns\":{}", event.latency_ns)?;
     }
     out.write_all(b"}\n")
@@ -185,53 +190,53 @@ fn write_json_string(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use ebpf_tool_common::{EVENT_STR_TRUNCATED, MAX_STR_ARGS};
+    use ebpf_tool_common::{SLOT_BYTES, SLOT_FAULT};
     use serde_json::Value;
 
     use super::*;
-    use crate::{
-        events::CallEvent,
-        output::args::{ArgSpec, ArgType},
-    };
+    use crate::{events::CallEvent, values::ValueLayout};
 
     fn parse(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).expect("valid JSON")
+    }
+
+    fn format(args: &[&str]) -> EventFormat {
+        let requests: Vec<_> = args.iter().map(|a| a.parse().unwrap()).collect();
+        EventFormat {
+            layout: ValueLayout::new(&requests).unwrap(),
+            ret: true,
+            latency: true,
+        }
     }
 
     #[test]
     fn call_event_carries_every_field() {
         let mut event = CallEvent {
             timestamp_ns: 5,
-            args: [7, 255, 0, 0, 0, 0],
             ret: (-2i64) as u64,
             latency_ns: 99,
             tgid: 1,
             tid: 2,
             kind: KIND_CALL,
-            flags: EVENT_STR_TRUNCATED,
+            truncated: 1,
             ..Default::default()
         };
+        event.values[..3].copy_from_slice(&[7, 255, 9]);
         event.comm[..3].copy_from_slice(b"a\x1b\xff");
+        let mut text = [0u8; SLOT_BYTES];
+        text[..8].copy_from_slice(b"he\"llo\n\xff");
         let record = Record {
             event,
-            strings: [b"he\"llo\n\xff", b""],
-        };
-        let format = EventFormat {
-            args: vec![
-                ArgSpec {
-                    index: 0,
-                    ty: ArgType::Str,
-                },
-                ArgSpec {
-                    index: 1,
-                    ty: ArgType::Hex,
-                },
-            ],
-            ret: true,
-            latency: true,
+            slots: [&text, &[0; SLOT_BYTES]],
         };
         let mut out = Vec::new();
-        write_event(&mut out, &record, "f", &format).unwrap();
+        write_event(
+            &mut out,
+            &record,
+            "f",
+            &format(&["0:str", "1:hex", "+8(arg2)"]),
+        )
+        .unwrap();
         assert!(out.ends_with(b"}\n"));
         let v = parse(&out);
         assert_eq!(v["type"], "call");
@@ -241,10 +246,34 @@ mod tests {
         assert_eq!(v["func"], "f");
         assert_eq!(v["args"]["arg0"], "he\"llo\n\u{fffd}");
         assert_eq!(v["args"]["arg1"], "0xff");
+        assert_eq!(v["args"]["+8(arg2)"], 9);
         assert_eq!(v["truncated"][0], "arg0");
         assert_eq!(v["ret"], -2);
         assert_eq!(v["latency_ns"], 99);
-        let _ = MAX_STR_ARGS;
+    }
+
+    #[test]
+    fn unreadable_values_are_null_and_listed() {
+        let mut event = CallEvent {
+            kind: ebpf_tool_common::KIND_ENTRY,
+            faults: 1 << 1 | 1 << SLOT_FAULT,
+            ..Default::default()
+        };
+        event.values[..2].copy_from_slice(&[0x1000, 0]);
+        let record = Record {
+            event,
+            slots: [&[0; SLOT_BYTES], &[0; SLOT_BYTES]],
+        };
+        let mut out = Vec::new();
+        write_event(&mut out, &record, "f", &format(&["0:str", "+8(arg1)"])).unwrap();
+        let v = parse(&out);
+        assert_eq!(v["args"]["arg0"], Value::Null);
+        assert_eq!(v["args"]["+8(arg1)"], Value::Null);
+        assert_eq!(v["unreadable"], serde_json::json!(["arg0", "+8(arg1)"]));
+        assert!(
+            v.get("ret").is_none(),
+            "an entry record has no return value"
+        );
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Renderers: plain data in, text or JSON out. Nothing here touches the kernel.
 
-pub mod args;
 pub mod escape;
 pub mod hist;
 pub mod json;
@@ -10,75 +9,70 @@ pub mod stacks;
 pub mod table;
 pub mod text;
 
-use args::{ArgSpec, ArgType};
-use ebpf_tool_common::{EVENT_STR_TRUNCATED, EVENT_STR_UNREADABLE, MAX_ARGS, MAX_STR_ARGS};
+use ebpf_tool_common::{SLOT_BYTES, SLOT_FAULT};
+
+use crate::{
+    events::{Record, until_nul},
+    values::{Display, ValueLayout},
+};
 
 /// What each event line shows besides pid, tid, comm and function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFormat {
-    /// The arguments, in the order given.
-    pub args: Vec<ArgSpec>,
+    /// The values records carry, and how each is shown.
+    pub layout: ValueLayout,
     pub ret: bool,
     pub latency: bool,
 }
 
-impl EventFormat {
-    /// The kernel's string slot of each argument read as a string (`--args N:str`), in the
-    /// order the kernel fills them: the order they appear in `args`.
-    pub fn string_args(&self) -> Vec<usize> {
-        let mut indexes: Vec<usize> = Vec::new();
-        for spec in &self.args {
-            if spec.ty == ArgType::Str && !indexes.contains(&spec.index) {
-                indexes.push(spec.index);
-            }
-        }
-        indexes
-    }
-
-    /// Which string slot holds argument `index`, if it is read as a string.
-    fn string_slot(&self, index: usize) -> Option<usize> {
-        self.string_args().iter().position(|&i| i == index)
-    }
-}
-
-/// An argument's value as shown.
+/// A value as shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArgValue<'a> {
-    Integer(args::Integer),
+    Unsigned(u64),
+    Signed(i64),
     Hex(u64),
-    Str {
+    /// A string, or a buffer's bytes; `truncated` when there was more than a slot holds.
+    Bytes {
         bytes: &'a [u8],
         truncated: bool,
     },
-    /// A string that could not be read (a bad pointer, a page not faulted in): never shown
-    /// as an empty string.
+    /// A value (or the string behind it) that could not be read: a bad pointer, a page
+    /// not faulted in. Never shown as a number or an empty string.
     Unreadable,
 }
 
-/// The arguments of one record as `(index, value)`, following `format`.
-pub fn arg_values<'a>(
-    format: &EventFormat,
-    record: &crate::events::Record<'a>,
-) -> impl Iterator<Item = (usize, ArgValue<'a>)> {
+/// The values a record shows, as `(key, value)`, following `format`.
+pub fn arg_values<'a, 'f>(
+    format: &'f EventFormat,
+    record: &Record<'a>,
+) -> impl Iterator<Item = (&'f str, ArgValue<'a>)> + use<'a, 'f> {
     let event = record.event;
-    format.args.iter().map(move |spec| {
-        let raw = event.args[spec.index.min(MAX_ARGS - 1)];
-        let value = match spec.ty {
-            ArgType::Hex => ArgValue::Hex(raw),
-            ArgType::Str => match format.string_slot(spec.index) {
-                Some(slot)
-                    if slot < MAX_STR_ARGS && event.flags & (EVENT_STR_UNREADABLE << slot) != 0 =>
-                {
-                    ArgValue::Unreadable
-                }
-                Some(slot) if slot < MAX_STR_ARGS => ArgValue::Str {
-                    bytes: record.strings[slot],
-                    truncated: event.flags & (EVENT_STR_TRUNCATED << slot) != 0,
+    let slots = record.slots;
+    format.layout.shown().map(move |(i, value)| {
+        let raw = event.values[i];
+        let slot_faulted = |slot: usize| event.faults & (1 << (SLOT_FAULT as usize + slot)) != 0;
+        let shown = if event.faults & (1 << i) != 0 {
+            ArgValue::Unreadable
+        } else {
+            match value.display {
+                Display::Unsigned => ArgValue::Unsigned(raw),
+                Display::Signed => ArgValue::Signed(raw as i64),
+                Display::Hex => ArgValue::Hex(raw),
+                Display::Str { slot } if slot_faulted(slot) => ArgValue::Unreadable,
+                Display::Str { slot } => ArgValue::Bytes {
+                    bytes: until_nul(slots[slot]),
+                    truncated: event.truncated & (1 << slot) != 0,
                 },
-                _ => ArgValue::Hex(raw),
-            },
-            ty => ArgValue::Integer(ty.integer(raw).expect("integer types")),
+                Display::Buf { slot, .. } if slot_faulted(slot) => ArgValue::Unreadable,
+                Display::Buf { slot, len_value } => {
+                    let len = (event.values[len_value] as usize).min(SLOT_BYTES);
+                    ArgValue::Bytes {
+                        bytes: &slots[slot][..len.min(slots[slot].len())],
+                        truncated: event.truncated & (1 << slot) != 0,
+                    }
+                }
+            }
         };
-        (spec.index, value)
+        (value.key.as_str(), shown)
     })
 }

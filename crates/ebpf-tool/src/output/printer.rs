@@ -59,6 +59,19 @@ pub enum HistOf {
     Value(String),
 }
 
+/// What a run says before it attaches: the spec's opening lines, plus where each
+/// function really is.
+pub struct Announcement<'a> {
+    pub binary_arg: &'a str,
+    pub function_arg: &'a str,
+    pub binary: &'a std::path::Path,
+    /// Each function's label and file offset.
+    pub functions: Vec<(&'a str, u64)>,
+    pub notes: &'a [String],
+    pub pid: Option<std::num::NonZeroU32>,
+    pub duration: Option<Duration>,
+}
+
 /// The closing counts of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Closing {
@@ -107,6 +120,74 @@ impl Printer {
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
             self.stdout.flush(false);
+        }
+    }
+
+    /// The opening lines. Paths and names may come from anywhere (a hostile symlink, a
+    /// symbol table): shown with control characters escaped.
+    pub fn announce(&mut self, a: &Announcement<'_>) {
+        const SHOWN: usize = 10;
+        self.status(&format!(
+            "Attaching uprobe to {}:{}",
+            printable(a.binary_arg),
+            printable(a.function_arg)
+        ));
+        let binary = printable(&a.binary.to_string_lossy());
+        for (label, offset) in a.functions.iter().take(SHOWN) {
+            self.status(&format!(
+                "Resolved {} in {binary} at file offset {offset:#x}",
+                printable(label)
+            ));
+        }
+        if a.functions.len() > SHOWN {
+            self.status(&format!(
+                "... and {} more functions",
+                a.functions.len() - SHOWN
+            ));
+        }
+        for note in a.notes {
+            self.status(&format!("Note: {}", printable(note)));
+        }
+        if let Some(pid) = a.pid {
+            self.status(&format!("Only process {pid}"));
+        }
+        self.status(&format!(
+            "Duration: {} seconds (0 = until Ctrl+C)",
+            a.duration.map_or(0, |d| d.as_secs())
+        ));
+    }
+
+    /// Which functions are not probed, by label with why: each with its reason when
+    /// there are few, grouped by reason when a glob ran into many.
+    pub fn skipped(&mut self, skipped: &[(String, String)]) {
+        const LISTED: usize = 5;
+        if skipped.len() <= LISTED {
+            for (label, why) in skipped {
+                self.status(&format!("Skipped {}: {}", printable(label), printable(why)));
+            }
+            return;
+        }
+        let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (label, reason) in skipped {
+            match by_reason.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, names)) => names.push(label),
+                None => by_reason.push((reason, vec![label])),
+            }
+        }
+        for (reason, names) in by_reason {
+            let shown: Vec<String> = names.iter().take(LISTED).map(|n| printable(n)).collect();
+            let more = names.len().saturating_sub(LISTED);
+            let more = if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            };
+            self.status(&format!(
+                "Skipped {} functions ({}{more}): {}",
+                names.len(),
+                shown.join(", "),
+                printable(reason)
+            ));
         }
     }
 
@@ -230,7 +311,10 @@ impl Printer {
         for (n, what) in [
             (closing.counts_full, "calls not counted (count table full)"),
             (closing.stacks_failed, "stacks not captured"),
-            (summary.unreadable, "string arguments unreadable"),
+            (
+                summary.unreadable,
+                "values unreadable (bad pointers or pages not present)",
+            ),
             (closing.unpaired, "returns without a seen entry"),
         ] {
             if n > 0 {

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use ebpf_tool_common::EVENT_NO_ENTRY;
+use ebpf_tool_common::RET_FAULT;
 
 use super::{ArgValue, EventFormat, arg_values, escape::write_escaped};
 use crate::events::{Record, comm_bytes};
@@ -22,27 +22,24 @@ pub fn write_event(
         event.tgid, event.tid
     )?;
     write_escaped(out, comm_bytes(&event.comm))?;
-    if event.flags & EVENT_NO_ENTRY == 0 {
-        for (index, value) in arg_values(format, record) {
-            write!(out, " arg{index}=")?;
-            match value {
-                ArgValue::Integer(n) => write!(out, "{n}")?,
-                ArgValue::Hex(n) => write!(out, "{n:#x}")?,
-                ArgValue::Str { bytes, truncated } => {
-                    out.write_all(b"\"")?;
-                    write_escaped(out, bytes)?;
-                    out.write_all(if truncated { b"\"..." } else { b"\"" })?;
-                }
-                ArgValue::Unreadable => out.write_all(b"(unreadable)")?,
-            }
-        }
-    } else {
+    if event.entry_unseen() {
         out.write_all(b" entry=unseen")?;
+    } else {
+        for (key, value) in arg_values(format, record) {
+            out.write_all(b" ")?;
+            write_escaped(out, key.as_bytes())?;
+            out.write_all(b"=")?;
+            write_value(out, &value)?;
+        }
     }
     if format.ret {
-        write!(out, " ret={}", event.ret as i64)?;
+        if event.faults & (1 << RET_FAULT) != 0 {
+            out.write_all(b" ret=(unreadable)")?;
+        } else {
+            write!(out, " ret={}", event.ret as i64)?;
+        }
     }
-    if format.latency && event.flags & EVENT_NO_ENTRY == 0 {
+    if format.latency && !event.entry_unseen() {
         write!(out, " latency_ns={}", event.latency_ns)?;
     }
     out.write_all(b" func=")?;
@@ -50,38 +47,47 @@ pub fn write_event(
     out.write_all(b"\n")
 }
 
+fn write_value(out: &mut impl Write, value: &ArgValue<'_>) -> io::Result<()> {
+    match value {
+        ArgValue::Unsigned(n) => write!(out, "{n}"),
+        ArgValue::Signed(n) => write!(out, "{n}"),
+        ArgValue::Hex(n) => write!(out, "{n:#x}"),
+        ArgValue::Bytes { bytes, truncated } => {
+            out.write_all(b"\"")?;
+            write_escaped(out, bytes)?;
+            out.write_all(if *truncated { b"\"..." } else { b"\"" })
+        }
+        ArgValue::Unreadable => out.write_all(b"(unreadable)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use ebpf_tool_common::{COMM_LEN, EVENT_STR_TRUNCATED, MAX_STR_ARGS};
+    use ebpf_tool_common::{COMM_LEN, KIND_UNSEEN_ENTRY, MAX_SLOTS, SLOT_BYTES, SLOT_FAULT};
 
     use super::*;
-    use crate::{
-        events::CallEvent,
-        output::args::{ArgSpec, ArgType},
-    };
+    use crate::{events::CallEvent, values::ValueLayout};
 
-    fn event(comm: &[u8]) -> CallEvent {
+    fn format(args: &[&str], ret: bool, latency: bool) -> EventFormat {
+        let requests: Vec<_> = args.iter().map(|a| a.parse().unwrap()).collect();
+        EventFormat {
+            layout: ValueLayout::new(&requests).unwrap(),
+            ret,
+            latency,
+        }
+    }
+
+    fn event(comm: &[u8], values: &[u64]) -> CallEvent {
         let mut event = CallEvent {
-            args: [4096, 0xff, u64::MAX, 3, 4, 5],
             ret: u64::MAX,
             latency_ns: 1500,
             tgid: 42,
             tid: 43,
             ..Default::default()
         };
+        event.values[..values.len()].copy_from_slice(values);
         event.comm[..comm.len()].copy_from_slice(comm);
         event
-    }
-
-    fn plain() -> EventFormat {
-        EventFormat {
-            args: vec![ArgSpec {
-                index: 0,
-                ty: ArgType::U64,
-            }],
-            ret: false,
-            latency: false,
-        }
     }
 
     fn line(record: &Record<'_>, function: &str, format: &EventFormat) -> String {
@@ -93,87 +99,81 @@ mod tests {
     fn record(event: CallEvent) -> Record<'static> {
         Record {
             event,
-            strings: [b"" as &[u8]; MAX_STR_ARGS],
+            slots: [&[0; SLOT_BYTES]; MAX_SLOTS],
         }
     }
 
     #[test]
     fn default_line() {
         assert_eq!(
-            line(&record(event(b"bash")), "malloc", &plain()),
+            line(
+                &record(event(b"bash", &[4096])),
+                "malloc",
+                &format(&[], false, false)
+            ),
             "uprobe triggered! pid=42 tid=43 comm=bash arg0=4096 func=malloc\n"
         );
     }
 
     #[test]
     fn typed_args_ret_and_latency() {
-        let format = EventFormat {
-            args: vec![
-                ArgSpec {
-                    index: 1,
-                    ty: ArgType::Hex,
-                },
-                ArgSpec {
-                    index: 2,
-                    ty: ArgType::I32,
-                },
-            ],
-            ret: true,
-            latency: true,
-        };
         assert_eq!(
-            line(&record(event(b"app")), "read", &format),
+            line(
+                &record(event(b"app", &[0xff, u64::MAX])),
+                "read",
+                &format(&["1:hex", "2:i32"], true, true)
+            ),
             "uprobe triggered! pid=42 tid=43 comm=app arg1=0xff arg2=-1 ret=-1 latency_ns=1500 func=read\n"
         );
     }
 
     #[test]
-    fn strings_are_quoted_escaped_and_marked_when_cut() {
-        let format = EventFormat {
-            args: vec![
-                ArgSpec {
-                    index: 0,
-                    ty: ArgType::Str,
-                },
-                ArgSpec {
-                    index: 3,
-                    ty: ArgType::Str,
-                },
-            ],
-            ret: false,
-            latency: false,
-        };
-        let mut ev = event(b"app");
-        ev.flags = EVENT_STR_TRUNCATED << 1;
+    fn strings_and_buffers_are_quoted_escaped_and_marked_when_cut() {
+        let mut ev = event(b"app", &[1, 2, 3]);
+        ev.truncated = 1 << 1;
+        let mut first = [0u8; SLOT_BYTES];
+        first[..7].copy_from_slice(b"a \"b\"\n\0");
+        let mut second = [0u8; SLOT_BYTES];
+        second[..4].copy_from_slice(b"lo\0n");
         let rec = Record {
             event: ev,
-            strings: [b"a \"b\"\n", b"long"],
+            slots: [&first, &second],
         };
+        // arg3 is a buffer whose length (3, the hidden third value) keeps its NUL.
         assert_eq!(
-            line(&rec, "f", &format),
-            "uprobe triggered! pid=42 tid=43 comm=app arg0=\"a\\x20\\x22b\\x22\\x0a\" arg3=\"long\"... func=f\n"
+            line(&rec, "f", &format(&["0:str", "1:buf:2"], false, false)),
+            "uprobe triggered! pid=42 tid=43 comm=app arg0=\"a\\x20\\x22b\\x22\\x0a\" arg1=\"lo\\x00\"... func=f\n"
+        );
+    }
+
+    #[test]
+    fn unreadable_values_and_strings_say_so() {
+        let mut ev = event(b"app", &[0, 0]);
+        ev.faults = 1 | 1 << SLOT_FAULT;
+        assert_eq!(
+            line(
+                &record(ev),
+                "f",
+                &format(&["+8(arg0)", "1:str"], false, false)
+            ),
+            "uprobe triggered! pid=42 tid=43 comm=app +8(arg0)=(unreadable) arg1=(unreadable) func=f\n"
         );
     }
 
     #[test]
     fn hostile_comm_is_escaped() {
         let comm = [0x1bu8; COMM_LEN];
-        let text = line(&record(event(&comm)), "f", &plain());
+        let text = line(&record(event(&comm, &[0])), "f", &format(&[], false, false));
         assert!(text.starts_with("uprobe triggered! pid=42 tid=43 comm=\\x1b\\x1b"));
         assert!(!text.contains('\x1b'));
     }
 
     #[test]
     fn a_return_without_its_entry_says_so() {
-        let mut ev = event(b"app");
-        ev.flags = EVENT_NO_ENTRY;
-        let format = EventFormat {
-            ret: true,
-            latency: true,
-            ..plain()
-        };
+        let mut ev = event(b"app", &[]);
+        ev.kind = KIND_UNSEEN_ENTRY;
         assert_eq!(
-            line(&record(ev), "f", &format),
+            line(&record(ev), "f", &format(&[], true, true)),
             "uprobe triggered! pid=42 tid=43 comm=app entry=unseen ret=-1 func=f\n"
         );
     }

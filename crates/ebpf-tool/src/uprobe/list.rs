@@ -6,7 +6,7 @@ use std::{
     num::NonZeroU32,
 };
 
-use super::plan::resolve_binary;
+use super::targets::resolve_binary;
 use crate::{
     cli::UprobeArgs,
     output::escape::{printable, write_printable},

@@ -1,11 +1,15 @@
-//! `ebpf-tool uprobe`: flags -> validated plan -> attached probes -> printed events.
+//! `ebpf-tool uprobe`: flags -> validated plan -> resolved targets -> kernel settings ->
+//! attached probes -> printed events.
 
-mod filter;
+mod kernel_config;
 mod list;
 mod plan;
 mod report;
 mod run;
+mod targets;
 
+pub use kernel_config::kernel_config;
 pub use list::list;
-pub use plan::{Plan, PlanError};
-pub use run::run;
+pub use plan::{Plan, PlanError, StackFiles};
+pub use run::{Run, run};
+pub use targets::{Targets, TargetsError, resolve_binary};

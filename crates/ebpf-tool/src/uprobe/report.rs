@@ -7,9 +7,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ebpf_tool_common::{HIST_ARG, HIST_LATENCY, by};
+use ebpf_tool_common::{HIST_ARG, HIST_LATENCY};
 
-use super::Plan;
+use super::{Plan, run::Run};
 use crate::{
     cli::CountBy,
     events::comm_bytes,
@@ -23,10 +23,11 @@ use crate::{
 };
 
 /// The count table and histograms, as they stand now (cumulative since attach).
-pub fn tables(plan: &Plan, aggregates: &Aggregates) -> Result<Tables, LoadError> {
+pub fn tables(run: &Run, aggregates: &Aggregates) -> Result<Tables, LoadError> {
+    let (plan, labels) = (&run.plan, &run.targets.labels);
     let mut tables = Tables::default();
     if let Some(count_by) = plan.count_by {
-        let mut rows = count_rows(plan, aggregates, count_by)?;
+        let mut rows = count_rows(labels, aggregates, count_by)?;
         table::sort_rows(&mut rows);
         let group = match count_by {
             CountBy::Func => None,
@@ -36,12 +37,12 @@ pub fn tables(plan: &Plan, aggregates: &Aggregates) -> Result<Tables, LoadError>
         };
         tables.counts = Some((group, rows));
     }
-    let show_empty = plan.functions.len() == 1;
-    for (probe, label) in plan.labels.iter().enumerate() {
-        if let Some(index) = plan.hist_arg {
+    let show_empty = labels.len() == 1;
+    for (probe, label) in labels.iter().enumerate() {
+        if let Some(key) = plan.hist_key() {
             tables.hists.push(HistTable {
                 func: label.clone(),
-                of: HistOf::Value(format!("arg{index}")),
+                of: HistOf::Value(key),
                 hist: Histogram::from_per_cpu_slots(&aggregates.hist_slots(probe, HIST_ARG)?),
                 show_empty,
             });
@@ -59,12 +60,12 @@ pub fn tables(plan: &Plan, aggregates: &Aggregates) -> Result<Tables, LoadError>
 }
 
 fn count_rows(
-    plan: &Plan,
+    labels: &[String],
     aggregates: &Aggregates,
     count_by: CountBy,
 ) -> Result<Vec<CountRow>, LoadError> {
     let name = |probe: u32| {
-        plan.labels
+        labels
             .get(probe as usize)
             .cloned()
             .unwrap_or_else(|| format!("probe{probe}"))
@@ -87,8 +88,8 @@ fn count_rows(
         .into_iter()
         .map(|(key, count)| CountRow {
             func: name(key.probe_id),
-            group: Some(match plan.config.count_by {
-                by::COMM => String::from_utf8_lossy(comm_bytes(&key.comm)).into_owned(),
+            group: Some(match count_by {
+                CountBy::Comm => String::from_utf8_lossy(comm_bytes(&key.comm)).into_owned(),
                 _ => key.id.to_string(),
             }),
             count,
@@ -151,7 +152,7 @@ fn create_new(path: &Path) -> Result<(PathBuf, File), OutputFileError> {
 
 impl StackFileHandles {
     /// Writes the folded stacks and the flame graph; returns what was written where.
-    pub fn write(self, plan: &Plan, rows: &[StackRow]) -> io::Result<Vec<String>> {
+    pub fn write(self, run: &Run, rows: &[StackRow]) -> io::Result<Vec<String>> {
         let mut wrote = Vec::new();
         if let Some((path, file)) = self.folded {
             let mut writer = io::BufWriter::new(file);
@@ -165,7 +166,11 @@ impl StackFileHandles {
             ));
         }
         if let Some((path, file)) = self.flamegraph {
-            let title = format!("{} in {}", plan.function_arg, plan.binary.display());
+            let title = format!(
+                "{} in {}",
+                run.plan.function_arg,
+                run.targets.binary.display()
+            );
             stacks::write_flamegraph(io::BufWriter::new(file), rows, &title)?;
             wrote.push(format!(
                 "ebpf-tool: wrote flame graph to {}",

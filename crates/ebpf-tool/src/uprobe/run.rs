@@ -20,18 +20,21 @@ use tokio::{
     signal::unix::{Signal, SignalKind, signal},
 };
 
-use super::{Plan, report};
+use ebpf_tool_common::Config;
+
+use super::{Plan, Targets, report};
 use crate::{
     events, kernel,
     loader::{AttachPoint, LoadError, Loader, ProbeKind},
     output::{
         escape::printable,
-        printer::{Closing, Printer},
+        printer::{Announcement, Closing, Printer},
         stacks,
     },
     privilege,
     symbolize::StackSymbolizer,
     target::watch::{Change, FileWatch},
+    tuning::Tuning,
 };
 
 /// How often output is checked for a reader that went away, losses for news and new
@@ -66,14 +69,26 @@ enum Stop {
     StdoutClosed,
 }
 
+/// What a run needs: the request, where it goes, and how the kernel programs are set.
+pub struct Run {
+    pub plan: Plan,
+    pub targets: Targets,
+    pub config: Config,
+    pub tuning: Tuning,
+}
+
 /// Runs `ebpf-tool uprobe` to completion. Exit status 0 for every clean stop.
-pub fn run(plan: Plan) -> anyhow::Result<()> {
+pub fn run(run: Run) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()?;
-    let mut printer = Printer::new(plan.json, plan.format.clone(), plan.labels.clone());
-    let result = runtime.block_on(trace(&plan, &mut printer));
+    let mut printer = Printer::new(
+        run.plan.json,
+        run.plan.format.clone(),
+        run.targets.labels.clone(),
+    );
+    let result = runtime.block_on(trace(&run, &mut printer));
     // Lines queued before an error still come out, in order, before it is reported.
     printer.flush(true);
     printer.settle_stdout(Instant::now() + LAST_LINES);
@@ -100,38 +115,58 @@ impl Signals {
     }
 }
 
-async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
+async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
+    let (plan, targets) = (&run.plan, &run.targets);
     privilege::check()?;
     let kernel_version = kernel::KernelVersion::current();
     kernel::check(kernel_version)?;
-    if plan.attach_return {
+    if plan.returns {
         kernel::check_return_probes(kernel_version)?;
     }
     report::check_output_files(plan)?;
     let mut signals = Signals::install()?;
 
-    announce(printer, plan);
-    for warning in &plan.warnings {
+    printer.announce(&Announcement {
+        binary_arg: &plan.binary_arg,
+        function_arg: &plan.function_arg,
+        binary: &targets.binary,
+        functions: targets
+            .labels
+            .iter()
+            .zip(&targets.functions)
+            .map(|(label, f)| (label.as_str(), f.file_offset))
+            .collect(),
+        notes: &targets.notes,
+        pid: plan.tasks.pid,
+        duration: plan.duration,
+    });
+    for warning in &targets.warnings {
         printer.warning(warning);
     }
-    if plan.attach_return {
+    if plan.returns {
         for warning in kernel::return_probe_warnings(kernel_version) {
             printer.warning(&warning);
         }
     }
-    if plan.functions.len() > 1 && !kernel::has_uprobe_multi(kernel_version) {
+    if targets.functions.len() > 1 && !kernel::has_uprobe_multi(kernel_version) {
         printer.status("Note: this kernel has no uprobe_multi link (Linux 6.6+): one link per function, slower to attach and detach");
     }
 
     privilege::raise_memlock_limit();
-    let (mut loader, channels) = Loader::load(&plan.config, plan.functions.len(), plan.noop)?;
+    let (mut loader, channels) = Loader::load(
+        &run.config,
+        targets.functions.len(),
+        &[],
+        plan.noop,
+        &run.tuning,
+    )?;
     let points = attach_points(
-        &plan.binary,
-        plan.functions.iter().map(|f| f.file_offset).map(Some),
+        &targets.binary,
+        targets.functions.iter().map(|f| f.file_offset).map(Some),
     );
-    report_skipped(printer, &plan.skipped);
-    attach(printer, plan, &mut loader, &points)?;
-    let mut watch = watch_file(printer, &plan.binary);
+    printer.skipped(&targets.skipped);
+    attach(printer, run, &mut loader, &points)?;
+    let mut watch = watch_file(printer, &targets.binary);
     let stack_files = report::create_output_files(plan)?;
 
     printer.status("Uprobe attached successfully. Waiting for events...");
@@ -147,10 +182,10 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
     let mut ring = unsafe { AsyncFd::register_with_interest(channels.events, Interest::READABLE) }
         .map_err(io::Error::from)?;
     let mut drained = Drained::default();
-    let layout = events::RecordLayout::of(&plan.config);
+    let layout = events::RecordLayout::of(&run.config);
     let mut symbolizer = plan.stacks.is_some().then(|| {
-        let entries = plan.functions.iter().map(|f| f.address).collect();
-        StackSymbolizer::new(plan.binary.clone(), entries, plan.text_ranges.clone())
+        let entries = targets.functions.iter().map(|f| f.address).collect();
+        StackSymbolizer::new(targets.binary.clone(), entries, targets.text_ranges.clone())
     });
     let duration = plan.duration;
     let deadline = async move {
@@ -211,13 +246,13 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
                 // The periodic half of the file watch, for filesystems inotify misses.
                 if let Some(change) = watch.as_mut().and_then(|w| w.get_mut().changes()) {
                     if reattach_at.is_none() {
-                        file_changed(printer, plan, &mut loader, change);
+                        file_changed(printer, run, &mut loader, change);
                     }
                     reattach_at = Some(Instant::now() + SETTLE);
                 }
                 if reattach_at.is_some_and(|at| Instant::now() >= at) {
                     reattach_at = None;
-                    watch = reattach(printer, plan, &mut loader);
+                    watch = reattach(printer, run, &mut loader);
                 }
                 if let Some(symbolizer) = symbolizer.as_mut() {
                     symbolizer.update(&aggregates)?;
@@ -235,14 +270,14 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
                 guard.clear_ready();
                 if let Some(change) = guard.get_inner_mut().changes() {
                     if reattach_at.is_none() {
-                        file_changed(printer, plan, &mut loader, change);
+                        file_changed(printer, run, &mut loader, change);
                     }
                     reattach_at = Some(Instant::now() + SETTLE);
                 }
             }
             _ = interval.tick() => {
                 printer.status(&format!("\n--- {} (cumulative) ---", clock_time()));
-                printer.tables(&report::tables(plan, &aggregates)?);
+                printer.tables(&report::tables(run, &aggregates)?);
             }
         }
         // What this turn produced goes out now, as a line printed by a blocking tool would.
@@ -275,12 +310,12 @@ async fn trace(plan: &Plan, printer: &mut Printer) -> anyhow::Result<()> {
         Stop::StdoutClosed => unreachable!("returned above"),
     };
     printer.status(&format!("\n{why}\nUprobe detached."));
-    printer.tables(&report::tables(plan, &aggregates)?);
+    printer.tables(&report::tables(run, &aggregates)?);
     if let Some(mut symbolizer) = symbolizer {
         symbolizer.update(&aggregates)?;
-        let rows = stacks::merge_and_sort(symbolizer.rows(&aggregates, &plan.labels)?);
+        let rows = stacks::merge_and_sort(symbolizer.rows(&aggregates, &targets.labels)?);
         printer.stacks(&rows);
-        for line in stack_files.write(plan, &rows)? {
+        for line in stack_files.write(run, &rows)? {
             printer.to_stderr(&line);
         }
     }
@@ -325,13 +360,14 @@ fn attach_points(path: &Path, offsets: impl Iterator<Item = Option<u64>>) -> Vec
 /// Attaches the entry (and return) probes at `points`, saying which were refused.
 fn attach(
     printer: &mut Printer,
-    plan: &Plan,
+    run: &Run,
     loader: &mut Loader,
     points: &[AttachPoint],
 ) -> Result<(), LoadError> {
+    let (plan, targets) = (&run.plan, &run.targets);
     let started = Instant::now();
     let mut kinds = vec![ProbeKind::Entry];
-    if plan.attach_return {
+    if plan.returns {
         kinds.push(ProbeKind::Return);
     }
     for kind in kinds {
@@ -348,10 +384,10 @@ fn attach(
                     other => other.to_string(),
                 };
                 let probe = points[*index].cookie as usize;
-                (plan.labels[probe].clone(), reason)
+                (targets.labels[probe].clone(), reason)
             })
             .collect();
-        report_skipped(printer, &failed);
+        printer.skipped(&failed);
         log::debug!(
             "{kind:?}: {} probes attached in {:?} ({})",
             report.attached,
@@ -386,7 +422,8 @@ fn watch_file(printer: &mut Printer, path: &Path) -> Option<AsyncFd<FileWatch>> 
 
 /// The traced file changed: every probe comes off at once, before a process maps the
 /// new contents with breakpoints at the old offsets.
-fn file_changed(printer: &mut Printer, plan: &Plan, loader: &mut Loader, change: Change) {
+fn file_changed(printer: &mut Printer, run: &Run, loader: &mut Loader, change: Change) {
+    let targets = &run.targets;
     loader.detach_all();
     let what = match change {
         Change::Modified => "was rewritten",
@@ -394,14 +431,15 @@ fn file_changed(printer: &mut Printer, plan: &Plan, loader: &mut Loader, change:
     };
     printer.warning(&format!(
         "{} {what} while traced: its probes are detached (at the old offsets they would land inside other code); they go back on when the new file has the functions",
-        plan.binary.display()
+        targets.binary.display()
     ));
 }
 
 /// Resolves FUNCTION again in the file now at the traced path and puts the probes back
 /// on the functions it still has, under their old probe ids; watches the new file.
-fn reattach(printer: &mut Printer, plan: &Plan, loader: &mut Loader) -> Option<AsyncFd<FileWatch>> {
-    let resolved = crate::symbols::Symbols::read(&plan.binary)
+fn reattach(printer: &mut Printer, run: &Run, loader: &mut Loader) -> Option<AsyncFd<FileWatch>> {
+    let (plan, targets) = (&run.plan, &run.targets);
+    let resolved = crate::symbols::Symbols::read(&targets.binary)
         .map_err(anyhow::Error::from)
         .and_then(|symbols| Ok(symbols.resolve(&plan.function_arg)?));
     let functions = match resolved {
@@ -409,29 +447,29 @@ fn reattach(printer: &mut Printer, plan: &Plan, loader: &mut Loader) -> Option<A
         Err(err) => {
             printer.warning(&format!(
                 "probes stay off: {} can no longer be traced: {err}",
-                plan.binary.display()
+                targets.binary.display()
             ));
-            return watch_file(printer, &plan.binary);
+            return watch_file(printer, &targets.binary);
         }
     };
-    let offsets = plan.labels.iter().map(|label| {
+    let offsets = targets.labels.iter().map(|label| {
         functions
             .iter()
             .find(|f| &f.label() == label)
             .map(|f| f.file_offset)
     });
-    let points = attach_points(&plan.binary, offsets);
-    let missing = plan.labels.len() - points.len();
+    let points = attach_points(&targets.binary, offsets);
+    let missing = targets.labels.len() - points.len();
     if points.is_empty() {
         printer.warning("probes stay off: the new file has none of the traced functions");
-    } else if let Err(err) = attach(printer, plan, loader, &points) {
+    } else if let Err(err) = attach(printer, run, loader, &points) {
         printer.warning(&format!("probes stay off: {err}"));
     } else {
         printer.status(&format!(
             "Reattached {} of {} functions to the new {}{}",
             points.len(),
-            plan.labels.len(),
-            printable(&plan.binary.to_string_lossy()),
+            targets.labels.len(),
+            printable(&targets.binary.to_string_lossy()),
             if missing > 0 {
                 format!(" ({missing} are gone from it)")
             } else {
@@ -439,7 +477,7 @@ fn reattach(printer: &mut Printer, plan: &Plan, loader: &mut Loader) -> Option<A
             }
         ));
     }
-    watch_file(printer, &plan.binary)
+    watch_file(printer, &targets.binary)
 }
 
 /// A descriptor owned elsewhere, to wait on.
@@ -490,76 +528,6 @@ fn ring_discard(ring: &mut RingBuf<MapData>) -> u64 {
         discarded += 1;
     }
     discarded
-}
-
-/// Says which functions are not probed: each with its reason when there are few,
-/// grouped by reason when a glob ran into many.
-fn report_skipped(printer: &mut Printer, skipped: &[(String, String)]) {
-    const LISTED: usize = 5;
-    if skipped.len() <= LISTED {
-        for (label, why) in skipped {
-            printer.status(&format!("Skipped {}: {}", printable(label), printable(why)));
-        }
-        return;
-    }
-    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (label, reason) in skipped {
-        match by_reason.iter_mut().find(|(r, _)| r == reason) {
-            Some((_, names)) => names.push(label),
-            None => by_reason.push((reason, vec![label])),
-        }
-    }
-    for (reason, names) in by_reason {
-        let shown: Vec<String> = names.iter().take(LISTED).map(|n| printable(n)).collect();
-        let more = names.len().saturating_sub(LISTED);
-        printer.status(&format!(
-            "Skipped {} functions ({}{}): {}",
-            names.len(),
-            shown.join(", "),
-            if more > 0 {
-                format!(", and {more} more")
-            } else {
-                String::new()
-            },
-            printable(reason)
-        ));
-    }
-}
-
-/// The opening lines, as the spec gives them, plus where the function really is.
-fn announce(printer: &mut Printer, plan: &Plan) {
-    // Paths and names may come from anywhere (a hostile symlink, a symbol table): shown
-    // with control characters escaped.
-    printer.status(&format!(
-        "Attaching uprobe to {}:{}",
-        printable(&plan.binary_arg),
-        printable(&plan.function_arg)
-    ));
-    const SHOWN: usize = 10;
-    let binary = printable(&plan.binary.to_string_lossy());
-    for (function, label) in plan.functions.iter().zip(&plan.labels).take(SHOWN) {
-        printer.status(&format!(
-            "Resolved {} in {binary} at file offset {:#x}",
-            printable(label),
-            function.file_offset
-        ));
-    }
-    if plan.functions.len() > SHOWN {
-        printer.status(&format!(
-            "... and {} more functions",
-            plan.functions.len() - SHOWN
-        ));
-    }
-    for note in &plan.notes {
-        printer.status(&format!("Note: {}", printable(note)));
-    }
-    if let Some(pid) = plan.pid {
-        printer.status(&format!("Only process {pid}"));
-    }
-    printer.status(&format!(
-        "Duration: {} seconds (0 = until Ctrl+C)",
-        plan.duration.map_or(0, |d| d.as_secs())
-    ));
 }
 
 /// Wall-clock time of day (UTC) for interval headers.

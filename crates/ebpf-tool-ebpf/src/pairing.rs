@@ -1,0 +1,222 @@
+//! `--ret`/`--latency`: each thread's probed calls in progress, so a return pairs with
+//! its own entry. A thread's call stack lives in its slot of `CALL_SLOTS` (claimed with
+//! an atomic compare-and-exchange, given back at depth 0), or in `CALLS` when another
+//! thread holds that slot. Frames keep the entry's stack pointer: a return pairs only
+//! with its own frame, and frames of calls that left without returning are dropped.
+
+use core::ptr::{addr_of_mut, read_volatile};
+
+use ebpf_tool_common::{CallStack, Frame, MAX_DEPTH, MAX_VALUES, ProbeSpec, flags, lost};
+
+use crate::{
+    maps::{CALL_SLOTS, CALLS, EMPTY_CALL_STACK, config, count_lost, has},
+    values::{Regs, evaluate},
+};
+
+/// Bytes a return takes off the stack: x86-64's `ret` pops the return address,
+/// AArch64's leaves the stack as the call found it.
+pub const RETURN_POPS: u64 = if cfg!(bpf_target_arch = "x86_64") {
+    8
+} else {
+    0
+};
+
+/// Who holds a slot (0: nobody). Read plainly: only the holder itself acts on seeing
+/// its own tid, and others only try to claim.
+#[inline(always)]
+fn holder(stack: *mut CallStack) -> u64 {
+    // SAFETY: a field of a map value, which lives as long as the program.
+    unsafe { read_volatile(addr_of_mut!((*stack).owner)) }
+}
+
+/// `*word = new` if `*word == old`, atomically; returns what `*word` was. Rust's BPF
+/// target has no read-modify-write atomics, the instruction set does (BPF_CMPXCHG).
+///
+/// # Safety
+/// `word` must be valid for reads and writes.
+#[inline(always)]
+unsafe fn compare_exchange(word: *mut u64, old: u64, new: u64) -> u64 {
+    let previous: u64;
+    // SAFETY: the caller vouches for `word`; the instruction touches nothing else.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({word} + 0, r0, {new})",
+            word = in(reg) word,
+            new = in(reg) new,
+            inout("r0") old => previous,
+            options(nostack),
+        )
+    };
+    previous
+}
+
+/// `*word = new`, atomically and fully ordered (BPF_XCHG).
+///
+/// # Safety
+/// `word` must be valid for reads and writes.
+#[inline(always)]
+unsafe fn exchange(word: *mut u64, new: u64) {
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!(
+            "{value} = xchg_64({word} + 0, {value})",
+            word = in(reg) word,
+            value = inout(reg) new => _,
+            options(nostack),
+        )
+    };
+}
+
+/// Where this thread pushes a call: its slot if it holds it or can claim it (free),
+/// else its `CALLS` entry, created empty when missing.
+#[inline(always)]
+fn stack_to_push(tid: u32) -> Option<*mut CallStack> {
+    if let Some(slot) = CALL_SLOTS.get_ptr_mut(tid & config().call_slot_mask) {
+        let held_by = holder(slot);
+        if held_by == tid as u64 {
+            return Some(slot);
+        }
+        // SAFETY: the slot's owner word, in a live map value.
+        if held_by == 0
+            && unsafe { compare_exchange(addr_of_mut!((*slot).owner), 0, tid as u64) } == 0
+        {
+            // SAFETY: claimed just now: this thread alone writes it until it gives it
+            // back, which it does only at depth 0.
+            unsafe { (*slot).depth = 0 };
+            return Some(slot);
+        }
+    }
+    if let Some(stack) = CALLS.get_ptr_mut(tid) {
+        return Some(stack);
+    }
+    let empty = EMPTY_CALL_STACK.get_ptr(0)?;
+    // SAFETY: a per-CPU value that is never written, so it stays zeroed.
+    CALLS.insert(tid, unsafe { &*empty }, 0).ok()?;
+    CALLS.get_ptr_mut(tid)
+}
+
+/// Where this thread's innermost call was pushed, and whether that is its slot. A
+/// thread's frames in its slot are always newer than those in `CALLS` (it only uses
+/// `CALLS` while it does not hold the slot), so popping the slot first keeps the order.
+#[inline(always)]
+fn stack_to_pop(tid: u32) -> Option<(*mut CallStack, bool)> {
+    if let Some(slot) = CALL_SLOTS.get_ptr_mut(tid & config().call_slot_mask)
+        && holder(slot) == tid as u64
+    {
+        return Some((slot, true));
+    }
+    CALLS.get_ptr_mut(tid).map(|stack| (stack, false))
+}
+
+/// Frees a slot whose depth is back to 0 for any thread to claim.
+#[inline(always)]
+fn give_back(stack: *mut CallStack) {
+    // An exchange, not a store: it orders this thread's last writes to the slot before
+    // the release, on any architecture.
+    // SAFETY: the slot's owner word, in a live map value.
+    unsafe { exchange(addr_of_mut!((*stack).owner), 0) };
+}
+
+/// Pops the frames of calls that left without returning (longjmp, an exception
+/// unwinding through them), which no return will ever pop: left in place they would
+/// fill the stack. A live frame always lies higher in the stack than the calls made
+/// inside it, so at an entry with stack pointer `sp` every frame at or below `sp` is
+/// dead (`inclusive`), and at a return every frame below its entry's.
+#[inline(always)]
+fn drop_abandoned_frames(stack: &mut CallStack, sp: u64, inclusive: bool) {
+    for _ in 0..MAX_DEPTH {
+        let top = (stack.depth as usize).wrapping_sub(1);
+        match stack.frames.get(top) {
+            Some(frame) if frame.stack_pointer < sp || (inclusive && frame.stack_pointer == sp) => {
+                stack.depth -= 1
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Saves a call at its entry: when, its stack pointer, and (for records) its values.
+#[inline(always)]
+pub fn push(tid: u32, regs: Regs, spec: &ProbeSpec, wanted: bool, timestamp_ns: u64) {
+    let Some(stack) = stack_to_push(tid) else {
+        return; // its return will be counted as unpaired
+    };
+    // SAFETY: this thread's own stack; only this thread pushes and pops it, and uprobe
+    // handlers of one thread never run concurrently.
+    let stack = unsafe { &mut *stack };
+    let sp = regs.stack_pointer();
+    drop_abandoned_frames(stack, sp, true);
+    let depth = stack.depth as usize;
+    stack.depth += 1;
+    if let Some(frame) = stack.frames.get_mut(depth) {
+        frame.timestamp_ns = timestamp_ns;
+        frame.stack_pointer = sp;
+        frame.faults = 0;
+        if has(flags::EMIT_EVENTS) {
+            let count = config().spec.count;
+            for i in 0..MAX_VALUES {
+                if i as u32 >= count {
+                    break;
+                }
+                frame.values[i] = match evaluate(regs, &spec.values[i]) {
+                    Ok(value) => value,
+                    Err(_) => {
+                        frame.faults |= 1 << i;
+                        count_lost(lost::UNREADABLE);
+                        0
+                    }
+                };
+            }
+        }
+        frame.wanted = wanted as u32;
+    }
+    // Deeper than MAX_DEPTH (frames has MAX_DEPTH slots): depth still counts, so
+    // returns keep popping the right frames.
+}
+
+/// What popping found for a return.
+pub enum Popped {
+    /// The call's own frame (a copy: once the slot is given back another thread may
+    /// overwrite it).
+    Paired(Frame),
+    /// Its entry was not seen (attached mid-call, or nested deeper than `MAX_DEPTH`).
+    Unseen,
+}
+
+/// Pops the frame of the call returning with stack pointer `sp` (at return).
+#[inline(always)]
+pub fn pop(tid: u32, sp: u64) -> Popped {
+    let Some((stack, in_slot)) = stack_to_pop(tid) else {
+        count_lost(lost::UNPAIRED);
+        return Popped::Unseen;
+    };
+    // SAFETY: this thread's own stack (its slot, or its CALLS entry); see `push`.
+    let stack = unsafe { &mut *stack };
+    let entry_sp = sp.wrapping_sub(RETURN_POPS);
+    drop_abandoned_frames(stack, entry_sp, false);
+    let popped = if stack.depth == 0 {
+        Popped::Unseen
+    } else {
+        match stack.frames.get(stack.depth as usize - 1) {
+            // An outer call's frame: this return's entry was not recorded. Leave the
+            // frame for its own return rather than pair it with the wrong one.
+            Some(frame) if frame.stack_pointer > entry_sp => Popped::Unseen,
+            Some(frame) => {
+                stack.depth -= 1;
+                Popped::Paired(*frame)
+            }
+            None => {
+                stack.depth -= 1; // beyond MAX_DEPTH
+                Popped::Unseen
+            }
+        }
+    };
+    // Only now: once given back, another thread may overwrite the frame read above.
+    if in_slot && stack.depth == 0 {
+        give_back(stack);
+    }
+    if let Popped::Unseen = popped {
+        count_lost(lost::UNPAIRED);
+    }
+    popped
+}

@@ -1,0 +1,86 @@
+//! Reading the kernel's per-CPU aggregation maps back, summed over CPUs: losses, counts,
+//! histograms and stacks. Lives on after the probes are detached, so the last figures
+//! can still be read.
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
+use ebpf_tool_common::{CountKey, HIST_SLOTS, HISTS_PER_PROBE, StackKey, lost};
+
+use super::LoadError;
+
+/// The kernel's per-CPU aggregation maps.
+pub struct Aggregates {
+    pub(super) lost: PerCpuArray<MapData, u64>,
+    pub(super) func_counts: PerCpuArray<MapData, u64>,
+    pub(super) counts: PerCpuHashMap<MapData, CountKey, u64>,
+    pub(super) hists: PerCpuArray<MapData, [u64; HIST_SLOTS]>,
+    pub(super) stacks: StackTraceMap<MapData>,
+    pub(super) stack_counts: PerCpuHashMap<MapData, StackKey, u64>,
+    pub(super) probes: usize,
+}
+
+/// The `LOST` slots, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Losses {
+    pub ringbuf_full: u64,
+    pub counts_full: u64,
+    pub stacks_failed: u64,
+    pub unpaired: u64,
+    pub unreadable: u64,
+}
+
+impl Aggregates {
+    pub fn losses(&self) -> Result<Losses, LoadError> {
+        let slot = |n: u32| -> Result<u64, LoadError> { Ok(self.lost.get(&n, 0)?.iter().sum()) };
+        Ok(Losses {
+            ringbuf_full: slot(lost::RINGBUF_FULL)?,
+            counts_full: slot(lost::COUNTS_FULL)?,
+            stacks_failed: slot(lost::STACKS_FAILED)?,
+            unpaired: slot(lost::UNPAIRED)?,
+            unreadable: slot(lost::UNREADABLE)?,
+        })
+    }
+
+    /// Calls per probe (`--count --by func`), indexed by probe id.
+    pub fn func_counts(&self) -> Result<Vec<u64>, LoadError> {
+        (0..self.probes as u32)
+            .map(|probe| Ok(self.func_counts.get(&probe, 0)?.iter().sum()))
+            .collect()
+    }
+
+    /// Calls per (probe, pid|tid|comm) key.
+    pub fn counts(&self) -> Result<Vec<(CountKey, u64)>, LoadError> {
+        let mut rows = Vec::new();
+        for entry in self.counts.iter() {
+            let (key, per_cpu) = entry?;
+            rows.push((key, per_cpu.iter().sum()));
+        }
+        Ok(rows)
+    }
+
+    /// One histogram's slots on every CPU: `[cpu][slot]`.
+    pub fn hist_slots(&self, probe: usize, which: usize) -> Result<Vec<Vec<u64>>, LoadError> {
+        let index = (probe * HISTS_PER_PROBE + which) as u32;
+        Ok(self
+            .hists
+            .get(&index, 0)?
+            .iter()
+            .map(|slots| slots.to_vec())
+            .collect())
+    }
+
+    /// Calls per (probe, stack, pid).
+    pub fn stack_counts(&self) -> Result<Vec<(StackKey, u64)>, LoadError> {
+        let mut rows = Vec::new();
+        for entry in self.stack_counts.iter() {
+            let (key, per_cpu) = entry?;
+            rows.push((key, per_cpu.iter().sum()));
+        }
+        Ok(rows)
+    }
+
+    /// The instruction pointers of a stored user stack, innermost first.
+    pub fn stack_addresses(&self, stack_id: u32) -> Result<Vec<u64>, LoadError> {
+        let trace = self.stacks.get(&stack_id, 0)?;
+        Ok(trace.frames().iter().map(|frame| frame.ip).collect())
+    }
+}

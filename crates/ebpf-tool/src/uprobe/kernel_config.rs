@@ -1,0 +1,181 @@
+//! A plan and its targets as the kernel programs' settings (`Config`): which steps run on
+//! each hit, the task filters, and the one `ProbeSpec` every probe reads. Pure, so each
+//! rule is unit-tested here; the loader later adds what only the running machine knows
+//! (task field offsets, wake-up batch, call slots).
+
+use std::num::NonZeroU32;
+
+use ebpf_tool_common::{Config, by, flags};
+
+use super::{Plan, Targets};
+use crate::{
+    cli::CountBy,
+    values::{ValueError, abi::Abi, probe_spec},
+};
+
+/// The settings for `plan` on `targets`; `tool_pid` is ebpf-tool's own pid, never traced.
+pub fn kernel_config(
+    plan: &Plan,
+    targets: &Targets,
+    abi: &dyn Abi,
+    tool_pid: u32,
+) -> Result<Config, ValueError> {
+    let mut config = Config {
+        spec: probe_spec(abi, &plan.format.layout, &plan.extras)?,
+        // ebpf-tool cannot call into a file it has not mapped: no self-filter needed,
+        // which spares the hot path a lookup.
+        tool_tgid: if targets.mapped_by_self { tool_pid } else { 0 },
+        target_tgid: plan.tasks.pid.map_or(0, NonZeroU32::get),
+        target_tid: plan.tasks.tid.unwrap_or(0),
+        target_uid: plan.tasks.uid.unwrap_or(u32::MAX),
+        flags: 0,
+        probes: targets.functions.len().max(1) as u32,
+        ..Config::DEFAULT
+    };
+    let mut set = |flag: u32, on: bool| {
+        if on {
+            config.flags |= flag;
+        }
+    };
+    set(flags::EMIT_EVENTS, plan.per_event);
+    set(flags::PAIR_RETURNS, plan.returns);
+    set(flags::HIST_LATENCY | flags::TIMESTAMPS, plan.latency);
+    set(flags::COUNT, plan.count_by.is_some());
+    set(flags::HIST_VALUE, plan.extras.hist.is_some());
+    set(flags::STACKS, plan.stacks.is_some());
+    set(flags::CALLER_AT_ENTRY, targets.all_at_entry());
+    set(flags::FILTER_VALUE, plan.extras.filter.is_some());
+    // JSON carries timestamps; plain text spares the clock.
+    set(flags::TIMESTAMPS, plan.per_event && plan.json);
+    if let Some(comm) = plan.tasks.comm {
+        config.flags |= flags::FILTER_COMM;
+        config.comm = comm;
+    }
+    config.count_by = match plan.count_by {
+        None | Some(CountBy::Func) => by::FUNC,
+        Some(CountBy::Pid) => by::PID,
+        Some(CountBy::Tid) => by::TID,
+        Some(CountBy::Comm) => by::COMM,
+    };
+    if !plan.per_event {
+        // Records are not written: carry no values (the filter and histogram have their
+        // own specs).
+        config.spec.count = 0;
+        config.spec.slots = 0;
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+    use ebpf_tool_common::{op, reg::x86_64};
+
+    use super::*;
+    use crate::{
+        cli::{Cli, Command},
+        symbols::{FunctionSymbol, SymbolSource},
+        values::abi::SysV64,
+    };
+
+    fn plan(line: &str) -> Plan {
+        let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
+        let Command::Uprobe(args) = cli.command;
+        Plan::from_args(&args).unwrap()
+    }
+
+    fn targets(functions: usize, mapped_by_self: bool) -> Targets {
+        let function = |i: u64| FunctionSymbol {
+            name: format!("f{i}"),
+            demangled: None,
+            address: 0x1000 + i * 16,
+            size: 16,
+            file_offset: 0x1000 + i * 16,
+            offset_in_function: 0,
+            ifunc: false,
+            source: SymbolSource::Symtab,
+        };
+        Targets {
+            binary: "/bin/x".into(),
+            functions: (0..functions as u64).map(function).collect(),
+            labels: (0..functions).map(|i| format!("f{i}")).collect(),
+            text_ranges: Vec::new(),
+            notes: Vec::new(),
+            skipped: Vec::new(),
+            warnings: Vec::new(),
+            mapped_by_self,
+        }
+    }
+
+    fn config(line: &str) -> Config {
+        kernel_config(&plan(line), &targets(1, true), &SysV64, 4242).unwrap()
+    }
+
+    #[test]
+    fn a_plain_trace_emits_records_with_its_values_and_no_clock() {
+        let c = config("ebpf-tool uprobe x f -a 0,1:str");
+        assert_eq!(c.flags & flags::EMIT_EVENTS, flags::EMIT_EVENTS);
+        assert_eq!(
+            c.flags & (flags::TIMESTAMPS | flags::PAIR_RETURNS | flags::COUNT),
+            0
+        );
+        assert_eq!((c.spec.count, c.spec.slots), (2, 1));
+        assert_eq!(c.spec.values[0].base, x86_64::RDI);
+        assert_eq!(c.tool_tgid, 4242);
+        assert_ne!(c.flags & flags::CALLER_AT_ENTRY, 0);
+    }
+
+    #[test]
+    fn json_and_latency_read_the_clock() {
+        assert_ne!(
+            config("ebpf-tool uprobe x f --json").flags & flags::TIMESTAMPS,
+            0
+        );
+        let c = config("ebpf-tool uprobe x f --latency -q");
+        assert_ne!(c.flags & flags::HIST_LATENCY, 0);
+        assert_ne!(c.flags & flags::PAIR_RETURNS, 0);
+        assert_eq!(c.flags & flags::EMIT_EVENTS, 0);
+        assert_eq!(c.spec.count, 0, "no records, no values");
+    }
+
+    #[test]
+    fn aggregates_filters_and_tasks() {
+        let c = config(
+            "ebpf-tool uprobe x f --count --by tid --filter arg1:i32<0 -p 7 --uid 0 --comm sh",
+        );
+        assert_eq!(c.count_by, by::TID);
+        assert_ne!(c.flags & flags::FILTER_VALUE, 0);
+        assert_eq!(
+            (
+                c.spec.filter.op,
+                c.spec.filter.value.size,
+                c.spec.filter.value.signed
+            ),
+            (op::LT, 4, 1)
+        );
+        assert_eq!((c.target_tgid, c.target_uid), (7, 0));
+        assert_eq!(&c.comm[..3], b"sh\0");
+        let c = config("ebpf-tool uprobe x f --hist 7");
+        assert_ne!(c.flags & flags::HIST_VALUE, 0);
+        assert_eq!(
+            (
+                c.spec.hist.base,
+                c.spec.hist.reads,
+                c.spec.hist.displacement
+            ),
+            (x86_64::RSP, 1, 16)
+        );
+    }
+
+    #[test]
+    fn a_file_ebpf_tool_does_not_map_needs_no_self_filter() {
+        let c = kernel_config(
+            &plan("ebpf-tool uprobe x f"),
+            &targets(3, false),
+            &SysV64,
+            1,
+        )
+        .unwrap();
+        assert_eq!((c.tool_tgid, c.probes), (0, 3));
+    }
+}

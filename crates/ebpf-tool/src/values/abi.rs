@@ -1,0 +1,221 @@
+//! The default source of locations: the C calling convention of the traced code. It
+//! says where argument N is at a function's entry and which register holds the return
+//! value; every `Location` then becomes a `ValueSpec` the same way (see `spec_of`).
+//! Other sources (USDT notes, Go's register ABI, DWARF) are other `Abi`s or build specs
+//! directly, never another path through the kernel program.
+
+use ebpf_tool_common::{
+    MAX_HOPS, ValueSpec,
+    reg::{aarch64, x86_64},
+};
+
+use super::{
+    ValueError,
+    registers::{self, NamedRegister},
+    request::{Location, ValueRequest},
+};
+
+/// Where an argument is at the function's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgPlace {
+    Register(u8),
+    /// In memory at the stack pointer plus this many bytes.
+    Stack(i64),
+}
+
+/// A calling convention.
+pub trait Abi {
+    /// Where integer argument `n` is at entry.
+    fn arg(&self, n: usize) -> ArgPlace;
+    /// The register that holds the (first word of the) return value.
+    fn return_register(&self) -> u8;
+    fn stack_pointer(&self) -> u8;
+    /// A register by the name the user wrote.
+    fn register(&self, name: &str) -> Option<NamedRegister>;
+}
+
+/// x86-64 System V: rdi, rsi, rdx, rcx, r8, r9, then the stack above the return address.
+pub struct SysV64;
+
+impl Abi for SysV64 {
+    fn arg(&self, n: usize) -> ArgPlace {
+        const REGS: [u8; 6] = [
+            x86_64::RDI,
+            x86_64::RSI,
+            x86_64::RDX,
+            x86_64::RCX,
+            x86_64::R8,
+            x86_64::R9,
+        ];
+        match REGS.get(n) {
+            Some(&reg) => ArgPlace::Register(reg),
+            // At entry [rsp] is the return address; argument 6 is above it.
+            None => ArgPlace::Stack(8 * (n as i64 - 6 + 1)),
+        }
+    }
+
+    fn return_register(&self) -> u8 {
+        x86_64::RAX
+    }
+
+    fn stack_pointer(&self) -> u8 {
+        x86_64::RSP
+    }
+
+    fn register(&self, name: &str) -> Option<NamedRegister> {
+        registers::x86_64(name)
+    }
+}
+
+/// AArch64 AAPCS64: x0..x7, then the stack at sp.
+pub struct Aapcs64;
+
+impl Abi for Aapcs64 {
+    fn arg(&self, n: usize) -> ArgPlace {
+        if n < 8 {
+            ArgPlace::Register(aarch64::X0 + n as u8)
+        } else {
+            ArgPlace::Stack(8 * (n as i64 - 8))
+        }
+    }
+
+    fn return_register(&self) -> u8 {
+        aarch64::X0
+    }
+
+    fn stack_pointer(&self) -> u8 {
+        aarch64::SP
+    }
+
+    fn register(&self, name: &str) -> Option<NamedRegister> {
+        registers::aarch64(name)
+    }
+}
+
+/// The C ABI of the machine this runs on.
+pub fn native() -> &'static dyn Abi {
+    if cfg!(target_arch = "aarch64") {
+        &Aapcs64
+    } else {
+        &SysV64
+    }
+}
+
+/// The spec that reads `request`, with `abi` placing arguments and registers.
+pub fn spec_of(abi: &dyn Abi, request: &ValueRequest) -> Result<ValueSpec, ValueError> {
+    let location = &request.location;
+    let mut spec = innermost(abi, location)?;
+    if spec.reads as usize > MAX_HOPS {
+        return Err(ValueError::TooDeep {
+            key: location.to_string(),
+        });
+    }
+    // A register named at a width (%edi) keeps it unless a type was written.
+    if !matches!(location, Location::Register(_)) || request.typed {
+        spec.size = request.ty.bytes();
+    }
+    spec.signed = request.ty.signed() as u8;
+    Ok(spec)
+}
+
+/// Builds the spec from the inside out: a register or stack slot, then each dereference
+/// adds its offset to the address of the next read.
+fn innermost(abi: &dyn Abi, location: &Location) -> Result<ValueSpec, ValueError> {
+    match location {
+        Location::Arg(n) => Ok(match abi.arg(*n) {
+            ArgPlace::Register(reg) => ValueSpec::register(reg, 8, false),
+            ArgPlace::Stack(offset) => ValueSpec {
+                base: abi.stack_pointer(),
+                displacement: offset,
+                reads: 1,
+                ..ValueSpec::NONE
+            },
+        }),
+        Location::Register(name) => {
+            let reg = abi
+                .register(name)
+                .ok_or_else(|| ValueError::UnknownRegister { name: name.clone() })?;
+            Ok(ValueSpec::register(reg.number, reg.size, false))
+        }
+        Location::Deref { offset, inner } => {
+            let mut spec = innermost(abi, inner)?;
+            if spec.reads == 0 {
+                spec.displacement = spec.displacement.wrapping_add(*offset);
+            } else {
+                let hop = spec.reads as usize - 1;
+                let offset = i32::try_from(*offset).map_err(|_| ValueError::OffsetTooLarge {
+                    key: location.to_string(),
+                })?;
+                if hop >= MAX_HOPS {
+                    return Err(ValueError::TooDeep {
+                        key: location.to_string(),
+                    });
+                }
+                spec.after[hop] = offset;
+            }
+            spec.reads += 1;
+            // Intermediate reads are pointers; `spec_of` sets the last one's width.
+            spec.size = 8;
+            Ok(spec)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> ValueSpec {
+        spec_of(&SysV64, &text.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn register_arguments() {
+        let s = spec("0");
+        assert_eq!((s.base, s.reads, s.size, s.signed), (x86_64::RDI, 0, 8, 0));
+        let s = spec("5:i32");
+        assert_eq!((s.base, s.size, s.signed), (x86_64::R9, 4, 1));
+    }
+
+    #[test]
+    fn stack_arguments_above_the_return_address() {
+        let s = spec("6");
+        assert_eq!((s.base, s.displacement, s.reads), (x86_64::RSP, 8, 1));
+        let s = spec("7:i32");
+        assert_eq!((s.displacement, s.size, s.signed), (16, 4, 1));
+    }
+
+    #[test]
+    fn a_field_two_pointers_deep() {
+        // *(u32 *)(*(u64 *)(rdi + 16) + 8)
+        let s = spec("+8(+16(arg0)):u32");
+        assert_eq!(
+            (s.base, s.displacement, s.reads, s.size),
+            (x86_64::RDI, 16, 2, 4)
+        );
+        assert_eq!(s.after[0], 8);
+        // A dereference of a stack argument: its slot is the first read.
+        let s = spec("+4(arg6)");
+        assert_eq!(
+            (s.base, s.displacement, s.reads, s.after[0]),
+            (x86_64::RSP, 8, 2, 4)
+        );
+    }
+
+    #[test]
+    fn register_names_keep_their_width() {
+        let s = spec("%edi");
+        assert_eq!((s.base, s.size), (x86_64::RDI, 4));
+        assert_eq!(spec("%edi:u64").size, 8);
+        assert!(matches!(
+            spec_of(&SysV64, &"%xmm0".parse().unwrap()),
+            Err(ValueError::UnknownRegister { .. })
+        ));
+    }
+
+    #[test]
+    fn aarch64_places() {
+        assert_eq!(Aapcs64.arg(7), ArgPlace::Register(7));
+        assert_eq!(Aapcs64.arg(9), ArgPlace::Stack(8));
+    }
+}
