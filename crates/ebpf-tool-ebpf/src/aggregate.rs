@@ -14,7 +14,7 @@ use ebpf_tool_common::{
 };
 
 use crate::{
-    maps::{COUNTS, FUNC_COUNTS, HISTS, STACK_COUNTS, STACKS, config, count_lost},
+    maps::{COUNTS, Cfg, FUNC_COUNTS, HISTS, STACK_COUNTS, STACKS, count_lost},
     task::Task,
     values::{Regs, evaluate},
 };
@@ -30,10 +30,9 @@ pub struct Caller {
 
 /// The aggregations done at entry.
 #[inline(always)]
-pub fn at_entry(ctx: &ProbeContext, caller: Caller, regs: Regs, spec: &ProbeSpec) {
-    let cfg = config();
+pub fn at_entry(cfg: Cfg, ctx: &ProbeContext, caller: Caller, regs: Regs, spec: &ProbeSpec) {
     if cfg.flags & flags::COUNT != 0 {
-        count_call(caller);
+        count_call(cfg, caller);
     }
     if cfg.flags & flags::HIST_VALUE != 0 {
         match evaluate(regs, &spec.hist) {
@@ -42,15 +41,15 @@ pub fn at_entry(ctx: &ProbeContext, caller: Caller, regs: Regs, spec: &ProbeSpec
         }
     }
     if cfg.flags & flags::STACKS != 0 {
-        stack(ctx, caller);
+        stack(cfg, ctx, caller);
     }
 }
 
 #[inline(always)]
-fn stack(ctx: &ProbeContext, caller: Caller) {
+fn stack(cfg: Cfg, ctx: &ProbeContext, caller: Caller) {
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
         Ok(id) => {
-            let direct = if config().flags & flags::CALLER_AT_ENTRY != 0 {
+            let direct = if cfg.flags & flags::CALLER_AT_ENTRY != 0 {
                 return_address(ctx)
             } else {
                 0
@@ -63,7 +62,7 @@ fn stack(ctx: &ProbeContext, caller: Caller) {
                 _pad: 0,
                 comm: [0; COMM_LEN],
             };
-            caller.task.comm_into(&mut key.comm);
+            caller.task.comm_into(cfg, &mut key.comm);
             add_to(&STACK_COUNTS, &key, lost::STACKS_FAILED);
         }
         Err(_) => count_lost(lost::STACKS_FAILED),
@@ -93,8 +92,7 @@ fn return_address(ctx: &ProbeContext) -> u64 {
 }
 
 #[inline(always)]
-fn count_call(caller: Caller) {
-    let cfg = config();
+fn count_call(cfg: Cfg, caller: Caller) {
     if cfg.count_by == by::FUNC {
         if let Some(slot) = FUNC_COUNTS.get_ptr_mut(caller.probe_id) {
             // SAFETY: a per-CPU slot; preemption is off while the program runs.
@@ -110,7 +108,7 @@ fn count_call(caller: Caller) {
     match cfg.count_by {
         by::PID => key.id = caller.tgid,
         by::TID => key.id = caller.tid,
-        _ => caller.task.comm_into(&mut key.comm),
+        _ => caller.task.comm_into(cfg, &mut key.comm),
     }
     add_to(&COUNTS, &key, lost::COUNTS_FULL);
 }

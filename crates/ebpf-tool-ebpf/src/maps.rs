@@ -15,16 +15,23 @@ use ebpf_tool_common::{
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config::DEFAULT;
 
+/// This run's settings. Read once per program run and passed down: each read is a
+/// volatile load of the pointer (it keeps the compiler from folding the default value
+/// in), after which the compiler may reuse the fields it loaded; the verifier knows
+/// them as the constants the loader wrote (the map is frozen read-only).
 #[inline(always)]
-pub fn config() -> &'static Config {
-    // SAFETY: a volatile read keeps the compiler from folding the default value in;
-    // the loader has replaced it, and the map holding it is frozen read-only.
+pub fn config() -> Cfg {
+    // SAFETY: the loader has replaced the default value, and the map holding it is
+    // frozen read-only.
     unsafe { &*read_volatile(&&raw const CONFIG) }
 }
 
+/// The run's settings, as every step gets them.
+pub type Cfg = &'static Config;
+
 #[inline(always)]
-pub fn has(flag: u32) -> bool {
-    config().flags & flag != 0
+pub fn has(cfg: Cfg, flag: u32) -> bool {
+    cfg.flags & flag != 0
 }
 
 #[map]
@@ -88,10 +95,10 @@ pub fn count_lost(slot: u32) {
 
 /// The values probe `probe_id` reads: the run's one spec, or its own.
 #[inline(always)]
-pub fn spec_of(probe_id: u32) -> Option<&'static ProbeSpec> {
-    if has(ebpf_tool_common::flags::SPEC_PER_PROBE) {
+pub fn spec_of(cfg: Cfg, probe_id: u32) -> Option<&'static ProbeSpec> {
+    if has(cfg, ebpf_tool_common::flags::SPEC_PER_PROBE) {
         SPECS.get(probe_id)
     } else {
-        Some(&config().spec)
+        Some(&cfg.spec)
     }
 }

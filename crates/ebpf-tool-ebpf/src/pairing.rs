@@ -9,7 +9,7 @@ use core::ptr::{addr_of_mut, read_volatile};
 use ebpf_tool_common::{CallStack, Frame, MAX_DEPTH, MAX_VALUES, ProbeSpec, flags, lost};
 
 use crate::{
-    maps::{CALL_SLOTS, CALLS, EMPTY_CALL_STACK, config, count_lost, has},
+    maps::{CALL_SLOTS, CALLS, Cfg, EMPTY_CALL_STACK, count_lost, has},
     values::{Regs, evaluate},
 };
 
@@ -70,8 +70,8 @@ unsafe fn exchange(word: *mut u64, new: u64) {
 /// Where this thread pushes a call: its slot if it holds it or can claim it (free),
 /// else its `CALLS` entry, created empty when missing.
 #[inline(always)]
-fn stack_to_push(tid: u32) -> Option<*mut CallStack> {
-    if let Some(slot) = CALL_SLOTS.get_ptr_mut(tid & config().call_slot_mask) {
+fn stack_to_push(cfg: Cfg, tid: u32) -> Option<*mut CallStack> {
+    if let Some(slot) = CALL_SLOTS.get_ptr_mut(tid & cfg.call_slot_mask) {
         let held_by = holder(slot);
         if held_by == tid as u64 {
             return Some(slot);
@@ -99,8 +99,8 @@ fn stack_to_push(tid: u32) -> Option<*mut CallStack> {
 /// thread's frames in its slot are always newer than those in `CALLS` (it only uses
 /// `CALLS` while it does not hold the slot), so popping the slot first keeps the order.
 #[inline(always)]
-fn stack_to_pop(tid: u32) -> Option<(*mut CallStack, bool)> {
-    if let Some(slot) = CALL_SLOTS.get_ptr_mut(tid & config().call_slot_mask)
+fn stack_to_pop(cfg: Cfg, tid: u32) -> Option<(*mut CallStack, bool)> {
+    if let Some(slot) = CALL_SLOTS.get_ptr_mut(tid & cfg.call_slot_mask)
         && holder(slot) == tid as u64
     {
         return Some((slot, true));
@@ -137,8 +137,8 @@ fn drop_abandoned_frames(stack: &mut CallStack, sp: u64, inclusive: bool) {
 
 /// Saves a call at its entry: when, its stack pointer, and (for records) its values.
 #[inline(always)]
-pub fn push(tid: u32, regs: Regs, spec: &ProbeSpec, wanted: bool, timestamp_ns: u64) {
-    let Some(stack) = stack_to_push(tid) else {
+pub fn push(cfg: Cfg, tid: u32, regs: Regs, spec: &ProbeSpec, wanted: bool, timestamp_ns: u64) {
+    let Some(stack) = stack_to_push(cfg, tid) else {
         return; // its return will be counted as unpaired
     };
     // SAFETY: this thread's own stack; only this thread pushes and pops it, and uprobe
@@ -152,8 +152,8 @@ pub fn push(tid: u32, regs: Regs, spec: &ProbeSpec, wanted: bool, timestamp_ns: 
         frame.timestamp_ns = timestamp_ns;
         frame.stack_pointer = sp;
         frame.faults = 0;
-        if has(flags::EMIT_EVENTS) {
-            let count = config().spec.count;
+        if has(cfg, flags::EMIT_EVENTS) {
+            let count = cfg.spec.count;
             for i in 0..MAX_VALUES {
                 if i as u32 >= count {
                     break;
@@ -185,8 +185,8 @@ pub enum Popped {
 
 /// Pops the frame of the call returning with stack pointer `sp` (at return).
 #[inline(always)]
-pub fn pop(tid: u32, sp: u64) -> Popped {
-    let Some((stack, in_slot)) = stack_to_pop(tid) else {
+pub fn pop(cfg: Cfg, tid: u32, sp: u64) -> Popped {
+    let Some((stack, in_slot)) = stack_to_pop(cfg, tid) else {
         count_lost(lost::UNPAIRED);
         return Popped::Unseen;
     };

@@ -11,7 +11,7 @@ use ebpf_tool_common::{
 };
 
 use crate::{
-    maps::{EVENTS, PENDING, config, count_lost},
+    maps::{Cfg, EVENTS, PENDING, count_lost},
     task::Task,
     values::{Regs, SlotRead, evaluate, fill_slot},
 };
@@ -47,8 +47,14 @@ pub struct Return {
 /// Reserves, fills and submits one record. Its size is a constant of the run, as the
 /// verifier requires.
 #[inline(always)]
-pub fn emit(task: Task, call: &Call, spec: &ProbeSpec, values: Values<'_>, ret: Option<Return>) {
-    let cfg = config();
+pub fn emit(
+    cfg: Cfg,
+    task: Task,
+    call: &Call,
+    spec: &ProbeSpec,
+    values: Values<'_>,
+    ret: Option<Return>,
+) {
     let count = cfg.spec.count;
     let slots = cfg.spec.slots;
     let size = record_size(call.kind, count, slots);
@@ -68,7 +74,7 @@ pub fn emit(task: Task, call: &Call, spec: &ProbeSpec, values: Values<'_>, ret: 
         (*head).tid = call.tid;
         (*head).probe_id = call.probe_id;
         (*head).kind = call.kind;
-        task.comm_into(addr_of_mut!((*head).comm));
+        task.comm_into(cfg, addr_of_mut!((*head).comm));
         let mut ret_value = 0;
         if let Some(ret) = ret
             && at_return(call.kind)
@@ -150,7 +156,7 @@ pub fn emit(task: Task, call: &Call, spec: &ProbeSpec, values: Values<'_>, ret: 
         (*head).faults = faults;
         (*head).truncated = truncated;
     }
-    record.submit(wakeup_flags());
+    record.submit(wakeup_flags(cfg));
 }
 
 /// Fills byte slot `slot` (of `slots`) from `value`, noting a fault or a cut.
@@ -187,12 +193,12 @@ unsafe fn fill(
 /// Wake the reader once this CPU has written a batch (`Config::wakeup_every`); it also
 /// drains on a timer. A per-CPU count costs less than asking the ring how full it is.
 #[inline(always)]
-fn wakeup_flags() -> u64 {
+fn wakeup_flags(cfg: Cfg) -> u64 {
     if let Some(pending) = PENDING.get_ptr_mut(0) {
         // SAFETY: this CPU's counter; preemption is off while the program runs.
         unsafe {
             *pending += 1;
-            if *pending >= config().wakeup_every {
+            if *pending >= cfg.wakeup_every {
                 *pending = 0;
                 return BPF_RB_FORCE_WAKEUP as u64;
             }

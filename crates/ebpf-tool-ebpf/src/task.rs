@@ -9,7 +9,7 @@ use aya_ebpf::helpers::{
 };
 use ebpf_tool_common::{COMM_LEN, by, flags};
 
-use crate::maps::{config, has};
+use crate::maps::{Cfg, has};
 
 /// The running task. Under `TASK_FIELDS` its ids and comm are plain loads through its
 /// BTF pointer at offsets the loader read from the kernel's BTF (the verifier checks
@@ -22,8 +22,8 @@ impl Task {
     pub const UNUSED: Task = Task(core::ptr::null());
 
     #[inline(always)]
-    pub fn current() -> Task {
-        if has(flags::TASK_FIELDS) {
+    pub fn current(cfg: Cfg) -> Task {
+        if has(cfg, flags::TASK_FIELDS) {
             // SAFETY: a helper without arguments; it returns a trusted, non-null
             // pointer to the current task.
             Task(unsafe { bpf_get_current_task_btf() } as *const u8)
@@ -34,8 +34,7 @@ impl Task {
 
     /// (tgid, tid): what users call pid and tid.
     #[inline(always)]
-    pub fn ids(self) -> (u32, u32) {
-        let cfg = config();
+    pub fn ids(self, cfg: Cfg) -> (u32, u32) {
         if cfg.flags & flags::TASK_FIELDS != 0 {
             // SAFETY: `self.0` is the current task (TASK_FIELDS); the offsets are those
             // of its `tgid` and `pid` fields, and the verifier checks them against BTF.
@@ -53,8 +52,7 @@ impl Task {
 
     /// Writes the task's comm into `out` (8-byte aligned, `COMM_LEN` bytes).
     #[inline(always)]
-    pub fn comm_into(self, out: *mut [u8; COMM_LEN]) {
-        let cfg = config();
+    pub fn comm_into(self, cfg: Cfg, out: *mut [u8; COMM_LEN]) {
         if cfg.flags & flags::TASK_FIELDS != 0 {
             // SAFETY: as in `ids`; the loader sets TASK_FIELDS only for an 8-aligned
             // `comm`, and `out` is 8-aligned in every record and key it is used for.
@@ -73,8 +71,7 @@ impl Task {
 
 /// Whether anything in this run looks at the task's ids.
 #[inline(always)]
-pub fn needs_ids() -> bool {
-    let cfg = config();
+pub fn needs_ids(cfg: Cfg) -> bool {
     cfg.tool_tgid != 0
         || cfg.target_tgid != 0
         || cfg.target_tid != 0
@@ -84,14 +81,13 @@ pub fn needs_ids() -> bool {
 
 /// Whether anything in this run looks at the task (its ids or its comm).
 #[inline(always)]
-pub fn needed() -> bool {
-    needs_ids() || has(flags::FILTER_COMM)
+pub fn needed(cfg: Cfg) -> bool {
+    needs_ids(cfg) || has(cfg, flags::FILTER_COMM)
 }
 
 /// The task filters, which hold alike at entry and at return.
 #[inline(always)]
-pub fn wanted(task: Task, tgid: u32, tid: u32) -> bool {
-    let cfg = config();
+pub fn wanted(cfg: Cfg, task: Task, tgid: u32, tid: u32) -> bool {
     if cfg.tool_tgid != 0 && tgid == cfg.tool_tgid {
         return false; // never trace ourselves
     }
@@ -106,7 +102,7 @@ pub fn wanted(task: Task, tgid: u32, tid: u32) -> bool {
     }
     if cfg.flags & flags::FILTER_COMM != 0 {
         let mut comm = [0u64; COMM_LEN / 8];
-        task.comm_into(comm.as_mut_ptr().cast());
+        task.comm_into(cfg, comm.as_mut_ptr().cast());
         // SAFETY: the same 16 bytes, viewed as the byte array they hold.
         if unsafe { *comm.as_ptr().cast::<[u8; COMM_LEN]>() } != cfg.comm {
             return false;

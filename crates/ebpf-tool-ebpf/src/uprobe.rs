@@ -41,7 +41,7 @@ mod programs {
 
     use crate::{
         aggregate::{self, Caller},
-        maps::{config, has, spec_of},
+        maps::{Cfg, config, has, spec_of},
         pairing::{self, Popped},
         record::{Call, Return, Values, emit},
         task::{self, Task},
@@ -52,25 +52,26 @@ mod programs {
     pub fn hello_uprobe(ctx: ProbeContext) -> u32 {
         // Each step runs only when this run's CONFIG needs it; the verifier prunes the
         // rest, so `--count` on one function costs little more than the floor.
-        let task = if task::needed() {
-            Task::current()
+        let cfg = config();
+        let task = if task::needed(cfg) {
+            Task::current(cfg)
         } else {
             Task::UNUSED
         };
-        let (tgid, tid) = if task::needs_ids() {
-            task.ids()
+        let (tgid, tid) = if task::needs_ids(cfg) {
+            task.ids(cfg)
         } else {
             (0, 0)
         };
-        if !task::wanted(task, tgid, tid) {
+        if !task::wanted(cfg, task, tgid, tid) {
             return 0;
         }
-        let probe_id = cookie(&ctx);
-        let Some(spec) = spec_of(probe_id) else {
+        let probe_id = cookie(cfg, &ctx);
+        let Some(spec) = spec_of(cfg, probe_id) else {
             return 0;
         };
         let regs = Regs(ctx.regs);
-        let wanted = !has(flags::FILTER_VALUE) || filter_holds(regs, &spec.filter);
+        let wanted = !has(cfg, flags::FILTER_VALUE) || filter_holds(regs, &spec.filter);
         if wanted {
             let caller = Caller {
                 task,
@@ -78,48 +79,49 @@ mod programs {
                 tid,
                 probe_id,
             };
-            aggregate::at_entry(&ctx, caller, regs, spec);
+            aggregate::at_entry(cfg, &ctx, caller, regs, spec);
         }
-        if has(flags::PAIR_RETURNS) {
-            pairing::push(tid, regs, spec, wanted, timestamp());
+        if has(cfg, flags::PAIR_RETURNS) {
+            pairing::push(cfg, tid, regs, spec, wanted, timestamp(cfg));
             return 0;
         }
-        if wanted && has(flags::EMIT_EVENTS) {
+        if wanted && has(cfg, flags::EMIT_EVENTS) {
             let call = Call {
                 kind: KIND_ENTRY,
                 tgid,
                 tid,
                 probe_id,
-                timestamp_ns: timestamp(),
+                timestamp_ns: timestamp(cfg),
             };
-            emit(task, &call, spec, Values::Live(regs), None);
+            emit(cfg, task, &call, spec, Values::Live(regs), None);
         }
         0
     }
 
     #[uretprobe]
     pub fn hello_uretprobe(ctx: RetProbeContext) -> u32 {
-        let task = Task::current();
-        let (tgid, tid) = task.ids();
-        if !task::wanted(task, tgid, tid) {
+        let cfg = config();
+        let task = Task::current(cfg);
+        let (tgid, tid) = task.ids(cfg);
+        if !task::wanted(cfg, task, tgid, tid) {
             return 0;
         }
-        let now = timestamp();
-        let probe_id = cookie(&ctx);
-        let Some(spec) = spec_of(probe_id) else {
+        let now = timestamp(cfg);
+        let probe_id = cookie(cfg, &ctx);
+        let Some(spec) = spec_of(cfg, probe_id) else {
             return 0;
         };
         let regs = Regs(ctx.regs);
-        match pairing::pop(tid, regs.stack_pointer()) {
+        match pairing::pop(cfg, tid, regs.stack_pointer()) {
             Popped::Paired(frame) => {
                 if frame.wanted == 0 {
                     return 0;
                 }
                 let latency_ns = now.saturating_sub(frame.timestamp_ns);
-                if has(flags::HIST_LATENCY) {
+                if has(cfg, flags::HIST_LATENCY) {
                     aggregate::hist_add(probe_id, HIST_LATENCY, latency_ns);
                 }
-                if has(flags::EMIT_EVENTS) {
+                if has(cfg, flags::EMIT_EVENTS) {
                     let call = Call {
                         kind: KIND_CALL,
                         tgid,
@@ -128,13 +130,13 @@ mod programs {
                         timestamp_ns: frame.timestamp_ns,
                     };
                     let ret = Return { regs, latency_ns };
-                    emit(task, &call, spec, Values::Saved(&frame), Some(ret));
+                    emit(cfg, task, &call, spec, Values::Saved(&frame), Some(ret));
                 }
             }
             Popped::Unseen => {
                 // Without the entry the filter cannot be applied: report only when there
                 // is none, marked so nobody mistakes the missing values for real ones.
-                if !has(flags::FILTER_VALUE) && has(flags::EMIT_EVENTS) {
+                if !has(cfg, flags::FILTER_VALUE) && has(cfg, flags::EMIT_EVENTS) {
                     let call = Call {
                         kind: KIND_UNSEEN_ENTRY,
                         tgid,
@@ -146,7 +148,7 @@ mod programs {
                         regs,
                         latency_ns: 0,
                     };
-                    emit(task, &call, spec, Values::Unknown, Some(ret));
+                    emit(cfg, task, &call, spec, Values::Unknown, Some(ret));
                 }
             }
         }
@@ -155,8 +157,8 @@ mod programs {
 
     /// `bpf_ktime_get_ns()` when this run shows time, else 0 without reading the clock.
     #[inline(always)]
-    fn timestamp() -> u64 {
-        if has(flags::TIMESTAMPS) {
+    fn timestamp(cfg: Cfg) -> u64 {
+        if has(cfg, flags::TIMESTAMPS) {
             // SAFETY: a helper without arguments.
             unsafe { bpf_ktime_get_ns() }
         } else {
@@ -166,8 +168,8 @@ mod programs {
 
     /// Which probe fired: its attach cookie, read only when there are several.
     #[inline(always)]
-    fn cookie<C: EbpfContext>(ctx: &C) -> u32 {
-        if config().probes <= 1 {
+    fn cookie<C: EbpfContext>(cfg: Cfg, ctx: &C) -> u32 {
+        if cfg.probes <= 1 {
             return 0;
         }
         // SAFETY: the helper only reads the program context it is given.

@@ -1,9 +1,10 @@
 //! Bad input gets one clear line on stderr and a non-zero exit, never a panic.
 
+#[macro_use]
 mod common;
 
 use assert_cmd::Command;
-use common::{libc_path, privileged, target_fixture};
+use common::{libc_path, target_fixture};
 use predicates::prelude::*;
 
 fn ebpf_tool() -> Command {
@@ -128,9 +129,7 @@ fn pid_that_does_not_exist() {
 
 #[test]
 fn without_privilege_it_says_which_capabilities() {
-    if !privileged("without_privilege_it_says_which_capabilities") {
-        return;
-    }
+    require_root!();
     // Drop to nobody with no capabilities, as an ordinary user would run it.
     let out = std::process::Command::new("setpriv")
         .args([

@@ -1,181 +1,24 @@
-//! Privileged tests of what users trace for: return values, latency, typed and string
-//! arguments, in-kernel counts and histograms, stacks and flame graphs, JSON and filters.
+//! Privileged tests of what users trace for: typed and string arguments, filters,
+//! in-kernel counts and histograms, stacks and flame graphs, JSON.
 //! Each runs a fixture whose behaviour is known exactly and checks the exact outcome.
 
+#[macro_use]
 mod common;
 
 use std::{path::Path, process::Command};
 
-use common::{
-    Tracer, parse_events, paused_fixture, privileged, release, run_fixture, target_fixture,
-};
+use common::{Tracer, parse_events, paused_fixture, release, run_fixture, target_fixture};
 use serde_json::Value;
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-#[test]
-fn ret_reports_each_return_value() {
-    if !privileged("ret_reports_each_return_value") {
-        return;
-    }
-    let fixture = target_fixture();
-    let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_target", "--ret"]);
-    let (pid, _) = run_fixture(&fixture, "calls", 60);
-    let lines = tracer.interrupt().ok();
-    let events: Vec<_> = parse_events(&lines)
-        .into_iter()
-        .filter(|e| e.pid == pid)
-        .collect();
-    assert_eq!(events.len(), 60, "{lines:?}");
-    for (i, event) in events.iter().enumerate() {
-        let x = i as i64 * 10 + 1;
-        assert_eq!(event.number("arg0"), x);
-        assert_eq!(event.number("ret"), 3 * x + 7, "{event:?}");
-    }
-}
-
-#[test]
-fn ret_pairs_recursive_calls() {
-    if !privileged("ret_pairs_recursive_calls") {
-        return;
-    }
-    let fixture = target_fixture();
-    let tracer = Tracer::start(&[
-        "uprobe",
-        path(&fixture),
-        "fixture_recurse",
-        "--ret",
-        "--latency",
-    ]);
-    let (pid, out) = run_fixture(&fixture, "recurse", 5);
-    assert_eq!(out, "5");
-    let lines = tracer.interrupt().ok();
-    let events: Vec<_> = parse_events(&lines)
-        .into_iter()
-        .filter(|e| e.pid == pid)
-        .collect();
-    // Innermost returns first: fixture_recurse(0) returns 0, ..., fixture_recurse(5) returns 5.
-    let pairs: Vec<(i64, i64)> = events
-        .iter()
-        .map(|e| (e.number("arg0"), e.number("ret")))
-        .collect();
-    assert_eq!(pairs, (0..=5).map(|n| (n, n)).collect::<Vec<_>>());
-    // An outer call lasts at least as long as the calls it contains.
-    let latencies: Vec<i64> = events.iter().map(|e| e.number("latency_ns")).collect();
-    assert!(latencies.windows(2).all(|w| w[0] <= w[1]), "{latencies:?}");
-}
-
-/// Half the calls leave through longjmp and never return. Their frames must not pile up
-/// (there are more of them than a thread's stack holds): every call that does return is
-/// still paired with its own arguments.
-#[test]
-fn ret_survives_calls_that_never_return() {
-    if !privileged("ret_survives_calls_that_never_return") {
-        return;
-    }
-    let fixture = target_fixture();
-    let tracer = Tracer::start(&[
-        "uprobe",
-        path(&fixture),
-        "fixture_jump",
-        "--ret",
-        "-a",
-        "0:i64",
-    ]);
-    let calls = 40; // 20 abandoned frames: more than MAX_DEPTH (8)
-    let (pid, out) = run_fixture(&fixture, "jump", calls);
-    let lines = tracer.interrupt().ok();
-    let odd: Vec<i64> = (0..calls as i64).filter(|i| i % 2 == 1).collect();
-    assert_eq!(out, odd.iter().map(|i| 2 * i).sum::<i64>().to_string());
-    let pairs: Vec<(i64, i64)> = parse_events(&lines)
-        .into_iter()
-        .filter(|e| e.pid == pid)
-        .map(|e| (e.number("arg0"), e.number("ret")))
-        .collect();
-    assert_eq!(
-        pairs,
-        odd.iter().map(|&i| (i, 2 * i)).collect::<Vec<_>>(),
-        "{lines:?}"
-    );
-}
-
-/// Four threads nest calls at the same time. Each return must pair with its own entry:
-/// `fixture_nest(x, d)` returns `x + d` and `x` differs per thread and call, so a frame
-/// popped from another thread's or another call's stack shows as a wrong sum.
-fn nested_calls_pair_exactly_across_threads(call_slots: &str) {
-    const THREADS: i64 = 4;
-    const CALLS: i64 = 400;
-    let fixture = target_fixture();
-    let tracer = Tracer::start_with_env(
-        &[
-            "uprobe",
-            path(&fixture),
-            "fixture_nest",
-            "--ret",
-            "-a",
-            "0:i64",
-            "-a",
-            "1:i64",
-        ],
-        &[("EBPF_TOOL_CALL_SLOTS", call_slots)],
-    );
-    let (pid, out) = run_fixture(&fixture, "threads", CALLS as u32);
-    let lines = tracer.interrupt().ok();
-    let expected_sum: i64 = (0..THREADS)
-        .flat_map(|t| (0..CALLS).map(move |i| t * 1000 + i + 3))
-        .sum();
-    assert_eq!(out, expected_sum.to_string());
-    let mut got: Vec<(i64, i64, i64)> = parse_events(&lines)
-        .into_iter()
-        .filter(|e| e.pid == pid)
-        .map(|e| (e.number("arg0"), e.number("arg1"), e.number("ret")))
-        .collect();
-    got.sort_unstable();
-    let expected: Vec<(i64, i64, i64)> = (0..THREADS)
-        .flat_map(|t| (0..CALLS).map(move |i| t * 1000 + i))
-        .flat_map(|x| (0..=3).map(move |d| (x, d, x + d)))
-        .collect();
-    assert_eq!(got.len(), expected.len(), "calls paired");
-    let wrong: Vec<_> = got
-        .iter()
-        .zip(&expected)
-        .filter(|(g, e)| g != e)
-        .take(5)
-        .collect();
-    assert!(wrong.is_empty(), "mispaired (got, expected): {wrong:?}");
-    assert!(
-        !lines.iter().any(|l| l.contains("entry=unseen")),
-        "every return found its entry"
-    );
-}
-
-#[test]
-fn ret_pairs_calls_of_concurrent_threads() {
-    if !privileged("ret_pairs_calls_of_concurrent_threads") {
-        return;
-    }
-    nested_calls_pair_exactly_across_threads("4096");
-}
-
-/// One call slot for all threads: while one holds it, the others keep their calls in the
-/// hash-map fallback, and a thread may have frames in both.
-#[test]
-fn ret_pairs_calls_when_threads_share_one_call_slot() {
-    if !privileged("ret_pairs_calls_when_threads_share_one_call_slot") {
-        return;
-    }
-    nested_calls_pair_exactly_across_threads("1");
-}
-
 /// The task's ids and comm are read through its BTF pointer where the kernel's BTF says
 /// where they are, else through helpers: both give the same pid, tid, comm and filters.
 #[test]
 fn task_fields_read_by_either_path_agree() {
-    if !privileged("task_fields_read_by_either_path_agree") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let comm = common::comm_of(&fixture);
     for setting in ["on", "off"] {
@@ -204,48 +47,8 @@ fn task_fields_read_by_either_path_agree() {
 }
 
 #[test]
-fn latency_times_each_call_and_builds_a_histogram() {
-    if !privileged("latency_times_each_call_and_builds_a_histogram") {
-        return;
-    }
-    let fixture = target_fixture();
-    let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_sleep", "--latency"]);
-    let (pid, _) = run_fixture(&fixture, "sleep", 5);
-    let lines = tracer.interrupt().ok();
-    let events: Vec<_> = parse_events(&lines)
-        .into_iter()
-        .filter(|e| e.pid == pid)
-        .collect();
-    assert_eq!(events.len(), 5);
-    for event in &events {
-        let ns = event.number("latency_ns");
-        assert!(
-            (20_000_000..60_000_000).contains(&ns),
-            "20 ms sleep took {ns} ns"
-        );
-    }
-    let summary = lines
-        .iter()
-        .find(|l| l.starts_with("fixture_sleep latency: count=5 "))
-        .unwrap_or_else(|| panic!("no latency summary in {lines:?}"));
-    assert!(
-        summary.contains(" min=20.") || summary.contains(" min=2"),
-        "{summary}"
-    );
-    // 20 ms lies in [2^24, 2^25) ns.
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.trim_start().starts_with("16777216 -> 33554431 : 5 ")),
-        "{lines:?}"
-    );
-}
-
-#[test]
 fn string_arguments_are_read_and_truncation_is_marked() {
-    if !privileged("string_arguments_are_read_and_truncation_is_marked") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&[
         "uprobe",
@@ -280,9 +83,7 @@ fn string_arguments_are_read_and_truncation_is_marked() {
 
 #[test]
 fn count_is_exact_per_function_and_per_process() {
-    if !privileged("count_is_exact_per_function_and_per_process") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let traced = paused_fixture(&fixture, "calls", 37);
     let other = paused_fixture(&fixture, "calls", 11);
@@ -340,9 +141,7 @@ fn count_is_exact_per_function_and_per_process() {
 
 #[test]
 fn argument_filter_runs_in_the_kernel() {
-    if !privileged("argument_filter_runs_in_the_kernel") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&[
         "uprobe",
@@ -364,9 +163,7 @@ fn argument_filter_runs_in_the_kernel() {
 
 #[test]
 fn typed_filters_compare_the_typed_value() {
-    if !privileged("typed_filters_compare_the_typed_value") {
-        return;
-    }
+    require_root!();
     // fixture_int(int x) with x = -20..19: the register holds an int, upper bits zero.
     let fixture = target_fixture();
     for (filter, expected) in [
@@ -397,9 +194,7 @@ fn typed_filters_compare_the_typed_value() {
 
 #[test]
 fn an_unreadable_string_is_marked_never_shown_empty() {
-    if !privileged("an_unreadable_string_is_marked_never_shown_empty") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_pointer", "-a", "0:str"]);
     let (pid, _) = run_fixture(&fixture, "pointers", 4);
@@ -450,9 +245,7 @@ fn an_unreadable_string_is_marked_never_shown_empty() {
 
 #[test]
 fn task_filters_select_by_comm_tid_and_uid() {
-    if !privileged("task_filters_select_by_comm_tid_and_uid") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let comm = common::comm_of(&fixture);
     let cases: [(&[&str], Option<&str>); 3] = [
@@ -484,9 +277,7 @@ fn task_filters_select_by_comm_tid_and_uid() {
 
 #[test]
 fn hist_of_an_argument_is_exact() {
-    if !privileged("hist_of_an_argument_is_exact") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&[
         "uprobe",
@@ -523,9 +314,7 @@ fn hist_of_an_argument_is_exact() {
 
 #[test]
 fn json_carries_the_same_values_as_text() {
-    if !privileged("json_carries_the_same_values_as_text") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -576,9 +365,7 @@ fn json_carries_the_same_values_as_text() {
 
 #[test]
 fn stacks_show_the_call_chain_and_make_a_flame_graph() {
-    if !privileged("stacks_show_the_call_chain_and_make_a_flame_graph") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("stacks-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -642,9 +429,7 @@ fn output_files_are_never_clobbered() {
 
 #[test]
 fn interval_prints_cumulative_tables_while_running() {
-    if !privileged("interval_prints_cumulative_tables_while_running") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&[
         "uprobe",

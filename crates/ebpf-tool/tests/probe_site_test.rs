@@ -4,11 +4,12 @@
 //! every site ebpf-tool accepts must hash exactly as untraced and count exactly, and the
 //! sites the kernel would run wrongly must be refused, with the reason.
 
+#[macro_use]
 mod common;
 
 use std::{collections::BTreeMap, process::Command};
 
-use common::{Tracer, build_c_fixture_files, private_copy, privileged, target_fixture};
+use common::{Tracer, build_c_fixture_files, private_copy, target_fixture};
 
 /// Sites whose first instruction the kernel's uprobes refuse, misread or cannot run in
 /// their single-step page; everything else in the fixture must be probed.
@@ -59,9 +60,7 @@ fn run_sites(fixture: &std::path::Path) -> BTreeMap<String, String> {
 
 #[test]
 fn every_probed_site_computes_as_untraced_and_unsafe_sites_are_refused() {
-    if !privileged("every_probed_site_computes_as_untraced_and_unsafe_sites_are_refused") {
-        return;
-    }
+    require_root!();
     let fixture = sites_fixture();
     let untraced = run_sites(&fixture);
     assert!(untraced.len() > 40, "{untraced:?}");
@@ -181,9 +180,7 @@ fn an_offset_inside_an_instruction_is_refused() {
 
 #[test]
 fn a_probe_on_an_instruction_boundary_inside_a_function_counts_exactly() {
-    if !privileged("a_probe_on_an_instruction_boundary_inside_a_function_counts_exactly") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     // +4 is the call to fixture_target, after push %rbp and mov %rsp,%rbp.
     let tracer = Tracer::start(&[

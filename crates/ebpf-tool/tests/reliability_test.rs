@@ -1,6 +1,7 @@
 //! Privileged: tracing never changes what the traced program does, leaves nothing behind
 //! when the tool is killed, and two tracers of one function both see every call.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -8,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Tracer, comm_of, parse_events, privileged, run_fixture, target_fixture};
+use common::{Tracer, comm_of, parse_events, run_fixture, target_fixture};
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
@@ -16,9 +17,7 @@ fn path(p: &std::path::Path) -> &str {
 
 #[test]
 fn traced_program_output_and_status_are_unchanged_in_every_mode() {
-    if !privileged("traced_program_output_and_status_are_unchanged_in_every_mode") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let untraced = Command::new(&fixture)
         .args(["chain", "300"])
@@ -94,9 +93,7 @@ fn live_ids(kind: &str) -> Vec<u64> {
 
 #[test]
 fn sigkill_leaves_no_program_or_link_behind() {
-    if !privileged("sigkill_leaves_no_program_or_link_behind") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_*", "--latency"]);
     let (programs, links) = held_bpf_ids(tracer.child.id());
@@ -138,9 +135,7 @@ fn sigkill_leaves_no_program_or_link_behind() {
 
 #[test]
 fn two_tracers_of_one_function_both_see_every_call() {
-    if !privileged("two_tracers_of_one_function_both_see_every_call") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let first = Tracer::start(&["uprobe", path(&fixture), "fixture_target"]);
     let second = Tracer::start(&["uprobe", path(&fixture), "fixture_target", "--ret"]);
@@ -157,9 +152,7 @@ fn two_tracers_of_one_function_both_see_every_call() {
 
 #[test]
 fn hostile_names_and_strings_never_reach_the_terminal_raw() {
-    if !privileged("hostile_names_and_strings_never_reach_the_terminal_raw") {
-        return;
-    }
+    require_root!();
     // A process can name itself anything: give the fixture a file name with an escape.
     let fixture = target_fixture();
     let hostile = fixture.with_file_name("\x1b[31mred\x07");
@@ -203,9 +196,7 @@ fn hostile_names_and_strings_never_reach_the_terminal_raw() {
 
 #[test]
 fn go_programs_are_traced_without_harm_and_return_probes_are_refused() {
-    if !privileged("go_programs_are_traced_without_harm_and_return_probes_are_refused") {
-        return;
-    }
+    require_root!();
     let go = common::private_copy(&common::build_go_fixture());
     let untraced = Command::new(&go).arg("2000").output().unwrap();
     assert!(untraced.status.success());
@@ -243,10 +234,7 @@ fn go_programs_are_traced_without_harm_and_return_probes_are_refused() {
 /// the program. Entry probes are harmless; return probes on C++ code come with a warning.
 #[test]
 fn cpp_exceptions_are_safe_under_entry_probes_and_warned_about_for_return_probes() {
-    if !privileged("cpp_exceptions_are_safe_under_entry_probes_and_warned_about_for_return_probes")
-    {
-        return;
-    }
+    require_root!();
     let exe = common::private_copy(&common::build_cpp_fixture("throws", &["-O2"]));
     let untraced = Command::new(&exe).arg("30").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&untraced.stdout), "450 15\n");
@@ -337,9 +325,7 @@ fn summary_adds_up(stderr: &[String]) -> (u64, u64, u64) {
 
 #[test]
 fn signals_stop_the_run_under_flood_even_when_stdout_is_never_read() {
-    if !privileged("signals_stop_the_run_under_flood_even_when_stdout_is_never_read") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let mut flood = Command::new(&fixture)
         .args(["flood", "60"])
@@ -393,9 +379,7 @@ fn signals_stop_the_run_under_flood_even_when_stdout_is_never_read() {
 
 #[test]
 fn a_slow_reader_cannot_stretch_the_duration() {
-    if !privileged("a_slow_reader_cannot_stretch_the_duration") {
-        return;
-    }
+    require_root!();
     use std::io::BufRead as _;
     // Measured before: with a producer much faster than its reader, -d 1 ran 21 s.
     let fixture = target_fixture();
@@ -438,11 +422,7 @@ fn a_slow_reader_cannot_stretch_the_duration() {
 
 #[test]
 fn a_traced_file_rewritten_or_replaced_gets_its_probes_moved_not_left_in_other_code() {
-    if !privileged(
-        "a_traced_file_rewritten_or_replaced_gets_its_probes_moved_not_left_in_other_code",
-    ) {
-        return;
-    }
+    require_root!();
     // Two builds of the fixture whose fixture_target lies at different offsets: after
     // the rewrite, a probe left at the old offset would sit inside other code.
     let first = target_fixture();

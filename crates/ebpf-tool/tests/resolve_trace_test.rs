@@ -3,6 +3,7 @@
 //! on $PATH, a symlink, a library name resolved in a process's maps (an IFUNC, too), and a
 //! binary that exists only inside another mount namespace.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -14,7 +15,7 @@ use std::{
 
 use common::{
     Tracer, build_cpp_fixture, build_rust_fixture, parse_events, paused_fixture, private_copy,
-    privileged, release, run_tool, target_fixture,
+    release, run_tool, target_fixture,
 };
 
 fn path(p: &Path) -> &str {
@@ -57,9 +58,7 @@ fn count(binary: &str, function: &str, extra: &[&str], workload: impl FnOnce()) 
 
 #[test]
 fn cpp_demangled_names_and_overloads() {
-    if !privileged("cpp_demangled_names_and_overloads") {
-        return;
-    }
+    require_root!();
     let exe = private_copy(&build_cpp_fixture("geometry", &["-O2"]));
     let lines = count(path(&exe), "geo::Circle::area", &[], || run(&exe, &["25"]));
     assert_eq!(
@@ -83,9 +82,7 @@ fn cpp_demangled_names_and_overloads() {
 
 #[test]
 fn rust_paths_in_both_manglings() {
-    if !privileged("rust_paths_in_both_manglings") {
-        return;
-    }
+    require_root!();
     for mangling in ["legacy", "v0"] {
         let exe = private_copy(&build_rust_fixture(mangling));
         let lines = count(path(&exe), "fixture::shapes::compute", &[], || {
@@ -101,9 +98,7 @@ fn rust_paths_in_both_manglings() {
 
 #[test]
 fn globs_count_every_match() {
-    if !privileged("globs_count_every_match") {
-        return;
-    }
+    require_root!();
     let exe = target_fixture();
     let lines = count(path(&exe), "fixture_chain_*", &[], || {
         run(&exe, &["chain", "12"])
@@ -119,9 +114,7 @@ fn globs_count_every_match() {
 
 #[test]
 fn function_plus_offset() {
-    if !privileged("function_plus_offset") {
-        return;
-    }
+    require_root!();
     let exe = target_fixture();
     // A non-leaf function built with frame pointers starts with `push %rbp` (0x55), one
     // byte long, so +1 is the next instruction.
@@ -144,9 +137,7 @@ fn function_plus_offset() {
 
 #[test]
 fn stripped_binary_with_minidebuginfo() {
-    if !privileged("stripped_binary_with_minidebuginfo") {
-        return;
-    }
+    require_root!();
     let dir = scratch("mini");
     let bin = dir.join("stripped-app");
     std::fs::copy(target_fixture(), &bin).unwrap();
@@ -172,9 +163,7 @@ fn stripped_binary_with_minidebuginfo() {
 
 #[test]
 fn program_on_path_and_symlink() {
-    if !privileged("program_on_path_and_symlink") {
-        return;
-    }
+    require_root!();
     let dir = scratch("path");
     let name = format!("fxpath{}", std::process::id());
     let exe = dir.join(&name);
@@ -213,9 +202,7 @@ fn program_on_path_and_symlink() {
 
 #[test]
 fn library_name_in_a_process_and_an_ifunc() {
-    if !privileged("library_name_in_a_process_and_an_ifunc") {
-        return;
-    }
+    require_root!();
     let exe = target_fixture();
     let child = paused_fixture(&exe, "strings", 8);
     let pid = child.id().to_string();
@@ -239,9 +226,7 @@ fn library_name_in_a_process_and_an_ifunc() {
 
 #[test]
 fn binary_only_inside_another_mount_namespace() {
-    if !privileged("binary_only_inside_another_mount_namespace") {
-        return;
-    }
+    require_root!();
     let mount_point = scratch("mntns");
     let exe = target_fixture();
     let script = format!(

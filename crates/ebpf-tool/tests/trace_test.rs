@@ -1,6 +1,7 @@
 //! Privileged end-to-end tests: ebpf-tool traces fixtures the tests build, and the events
 //! must match what the fixture did exactly — count, process and argument values.
 
+#[macro_use]
 mod common;
 
 use std::{
@@ -9,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Tracer, comm_of, libc_path, parse_events, privileged, run_target, target_fixture};
+use common::{Tracer, comm_of, libc_path, parse_events, run_target, target_fixture};
 
 const MALLOC_BASE: u64 = 123_000; // FIXTURE_MALLOC_BASE in fixtures/target.c
 
@@ -29,9 +30,7 @@ fn expected_sum(n: u64) -> String {
 
 #[test]
 fn every_call_is_one_event_with_its_argument() {
-    if !privileged("every_call_is_one_event_with_its_argument") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&[
         "uprobe",
@@ -79,9 +78,7 @@ fn every_call_is_one_event_with_its_argument() {
 
 #[test]
 fn duration_ends_the_run_and_detaches() {
-    if !privileged("duration_ends_the_run_and_detaches") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&[
         "uprobe",
@@ -115,9 +112,7 @@ fn duration_ends_the_run_and_detaches() {
 
 #[test]
 fn sigterm_detaches_and_exits_zero() {
-    if !privileged("sigterm_detaches_and_exits_zero") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&["uprobe", fixture.to_str().unwrap(), "fixture_target"]);
     assert!(
@@ -141,9 +136,7 @@ fn sigterm_detaches_and_exits_zero() {
 
 #[test]
 fn closed_stdout_ends_the_run_quietly() {
-    if !privileged("closed_stdout_ends_the_run_quietly") {
-        return;
-    }
+    require_root!();
     // `ebpf-tool uprobe libc malloc | head -1`: head exits after one line.
     let pipeline = format!(
         "{} uprobe {} malloc -d 30 | head -1",
@@ -174,9 +167,7 @@ fn closed_stdout_ends_the_run_quietly() {
 
 #[test]
 fn never_traces_itself_but_sees_the_fixtures_mallocs() {
-    if !privileged("never_traces_itself_but_sees_the_fixtures_mallocs") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&["uprobe", libc_path(), "malloc", "-d", "0"]);
     let tool_pid = tracer.child.id();
@@ -194,9 +185,7 @@ fn never_traces_itself_but_sees_the_fixtures_mallocs() {
 
 #[test]
 fn pid_filter_reports_only_that_process() {
-    if !privileged("pid_filter_reports_only_that_process") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let spawn_waiting = || {
         Command::new(&fixture)

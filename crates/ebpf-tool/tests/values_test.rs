@@ -3,9 +3,10 @@
 //! a field two pointers deep, and a bad pointer, which gives an error marker and a
 //! count, never a wrong value.
 
+#[macro_use]
 mod common;
 
-use common::{Tracer, parse_events, privileged, run_fixture, target_fixture};
+use common::{Tracer, parse_events, run_fixture, target_fixture};
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
@@ -13,9 +14,7 @@ fn path(p: &std::path::Path) -> &str {
 
 #[test]
 fn register_and_stack_arguments_are_exact() {
-    if !privileged("register_and_stack_arguments_are_exact") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     let tracer = Tracer::start(&[
         "uprobe",
@@ -43,9 +42,7 @@ fn register_and_stack_arguments_are_exact() {
 
 #[test]
 fn a_field_two_pointers_deep_and_a_bad_pointer() {
-    if !privileged("a_field_two_pointers_deep_and_a_bad_pointer") {
-        return;
-    }
+    require_root!();
     let fixture = target_fixture();
     // outer->in->value: the pointer at arg0 + 8, then the u32 at 4 past it.
     let tracer = Tracer::start(&[

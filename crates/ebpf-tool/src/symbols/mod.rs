@@ -3,6 +3,7 @@
 //! resolves what a user writes as FUNCTION (a name, a demangled C++ or Rust path, a glob,
 //! `FUNC+OFFSET`, an address) to the file offsets the kernel puts uprobes on.
 
+mod code;
 mod debuginfo;
 mod demangle;
 mod elf;
@@ -12,9 +13,7 @@ mod resolve;
 mod suggest;
 
 use std::{
-    fs::File,
     ops::Range,
-    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
 };
 
@@ -169,48 +168,11 @@ pub enum SymbolError {
 /// with the name.
 pub const MAX_NAME_BYTES: usize = 4096;
 
-/// The most bytes an x86-64 instruction can have.
-const MAX_INSN_BYTES: usize = 15;
-
-/// Where the bytes of the file's code are read from, to check probe sites.
-#[derive(Debug)]
-enum Code {
-    File(File),
-    Image(Vec<u8>),
-}
-
-impl Code {
-    /// Up to `len` bytes at `offset` (fewer at the end of the file).
-    fn read(&self, offset: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0; len];
-        let got = match self {
-            Code::File(file) => {
-                let mut got = 0;
-                while got < len {
-                    match file.read_at(&mut buf[got..], offset + got as u64) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => got += n,
-                    }
-                }
-                got
-            }
-            Code::Image(image) => {
-                let start = (offset as usize).min(image.len());
-                let end = start.saturating_add(len).min(image.len());
-                buf[..end - start].copy_from_slice(&image[start..end]);
-                end - start
-            }
-        };
-        buf.truncate(got);
-        buf
-    }
-}
-
 /// Every function symbol of one ELF file, from every source found.
 #[derive(Debug)]
 pub struct Symbols {
     path: PathBuf,
-    code: Code,
+    code: code::Code,
     machine: u16,
     text: Vec<(Range<u64>, u64)>,
     /// Sorted by (name, address); one entry per (name, address).
@@ -241,7 +203,7 @@ impl Symbols {
         // SIGBUS a mapping would.
         let cache = ReadCache::new(file);
         let main = elf::parse(&cache).map_err(|e| elf_error(path, e))?;
-        let code = Code::File(cache.into_inner());
+        let code = code::Code::File(cache.into_inner());
         Self::from_contents(path, main, code, debug_root)
     }
 
@@ -250,13 +212,13 @@ impl Symbols {
     /// the corrupt-file tests call this.
     pub fn from_image(path: &Path, image: &[u8], debug_root: &Path) -> Result<Self, SymbolError> {
         let main = elf::parse(image).map_err(|e| elf_error(path, e))?;
-        Self::from_contents(path, main, Code::Image(image.to_vec()), debug_root)
+        Self::from_contents(path, main, code::Code::Image(image.to_vec()), debug_root)
     }
 
     fn from_contents(
         path: &Path,
         main: elf::ElfContents,
-        code: Code,
+        code: code::Code,
         debug_root: &Path,
     ) -> Result<Self, SymbolError> {
         let mut symbols = Symbols {
@@ -395,49 +357,6 @@ impl Symbols {
         let mut found = resolve::distinct(matched);
         found.sort_by_key(|f| f.label());
         found
-    }
-
-    /// Whether a probe may sit at `function`'s probe point (see `probe_site`): the
-    /// instruction there must be one the kernel's uprobes run correctly.
-    pub fn check_site(&self, function: &FunctionSymbol) -> Result<(), probe_site::Unprobeable> {
-        if self.machine != object::elf::EM_X86_64 {
-            return Ok(());
-        }
-        let code = self.code.read(function.file_offset, MAX_INSN_BYTES);
-        probe_site::check_x86_64(&code, function.address).map(|_| ())
-    }
-
-    /// Checks that `offset` bytes into `function` (at its entry) an instruction starts;
-    /// the error lists the instruction starts around it.
-    fn check_boundary(&self, function: &FunctionSymbol, offset: u64) -> Result<(), SymbolError> {
-        let inside = |near: String| SymbolError::InsideInstruction {
-            symbol: function.label(),
-            offset,
-            near,
-        };
-        match self.machine {
-            object::elf::EM_X86_64 => {
-                let code = self
-                    .code
-                    .read(function.file_offset, offset as usize + MAX_INSN_BYTES);
-                let starts = probe_site::instruction_starts_x86_64(&code, function.address, offset);
-                if starts.last() == Some(&offset) {
-                    return Ok(());
-                }
-                let near: Vec<String> = starts
-                    .iter()
-                    .rev()
-                    .take(4)
-                    .rev()
-                    .map(|o| format!("+{o:#x}"))
-                    .collect();
-                Err(inside(near.join(", ")))
-            }
-            object::elf::EM_AARCH64 if !offset.is_multiple_of(4) => {
-                Err(inside("multiples of 4 on AArch64".into()))
-            }
-            _ => Ok(()),
-        }
     }
 
     fn non_function(&self, name: &str) -> Option<&'static str> {

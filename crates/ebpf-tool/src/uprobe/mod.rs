@@ -4,6 +4,7 @@
 mod kernel_config;
 mod list;
 mod plan;
+mod probes;
 mod report;
 mod run;
 mod targets;

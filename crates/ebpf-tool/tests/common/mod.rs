@@ -29,6 +29,19 @@ pub fn is_root() -> bool {
     root
 }
 
+/// Returns from the calling test when it needs root and does not have it (and fails it
+/// under `EBPF_TOOL_REQUIRE_PRIVILEGED=1`, see `is_root`). Used as `require_root!();`.
+#[macro_export]
+macro_rules! require_root {
+    () => {{
+        fn here() {}
+        let name = std::any::type_name_of_val(&here);
+        if !$crate::common::privileged(name.trim_end_matches("::here")) {
+            return;
+        }
+    }};
+}
+
 /// Skips the calling test (returns false) when it cannot run unprivileged.
 pub fn privileged(test: &str) -> bool {
     let root = is_root();
@@ -271,8 +284,27 @@ impl Tracer {
         while self.receive(Duration::from_secs(2)) {}
         Finished {
             status,
-            stdout: self.seen,
+            stdout: std::mem::take(&mut self.seen),
             stderr: self.seen_err.join("\n"),
+        }
+    }
+}
+
+/// A tracer a test did not finish (a failed assert unwinding past it) is stopped as a
+/// user would stop it, so no probe outlives the test.
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGINT);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
