@@ -281,12 +281,14 @@ fn list_prints_functions_with_offsets() {
         .lines()
         .map(|l| l.split_whitespace().nth(1).unwrap())
         .collect();
-    // Every fixture function `nm` sees (text symbols), sorted: exactly what --list shows.
-    let nm = Command::new("nm").arg(&exe).output().unwrap();
+    // Every fixture function `nm -S` sees with a size (a zero-size label is not one),
+    // sorted: exactly what --list shows.
+    let nm = Command::new("nm").arg("-S").arg(&exe).output().unwrap();
     let mut expected: Vec<String> = String::from_utf8_lossy(&nm.stdout)
         .lines()
-        .filter_map(|l| l.split_once(" T "))
-        .map(|(_, name)| name.to_owned())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() == 4 && f[2] == "T")
+        .map(|f| f[3].to_owned())
         .filter(|name| name.starts_with("fixture_"))
         .collect();
     expected.sort();
