@@ -4,6 +4,7 @@
 mod kernel_config;
 mod list;
 mod plan;
+mod prepared;
 mod probes;
 mod report;
 mod run;
@@ -12,5 +13,6 @@ mod targets;
 pub use kernel_config::kernel_config;
 pub use list::list;
 pub use plan::{Plan, PlanError, StackFiles};
-pub use run::{Run, run};
+pub use prepared::Run;
+pub use run::run;
 pub use targets::{Targets, TargetsError, resolve_binary};

@@ -9,7 +9,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use super::run::Run;
+use super::Run;
 use crate::{
     loader::{AttachPoint, LoadError, Loader, ProbeKind},
     output::{escape::printable, printer::Printer},

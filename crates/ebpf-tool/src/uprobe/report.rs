@@ -9,7 +9,7 @@ use std::{
 
 use ebpf_tool_common::{HIST_ARG, HIST_LATENCY};
 
-use super::{Plan, run::Run};
+use super::{Plan, Run};
 use crate::{
     cli::CountBy,
     events::comm_bytes,

@@ -14,14 +14,13 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use ebpf_tool_common::Config;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{Signal, SignalKind, signal},
 };
 
 use super::{
-    Plan, Targets,
+    Run,
     probes::{SETTLE, attach, attach_points, file_changed, reattach, watch_file},
     report,
 };
@@ -34,7 +33,6 @@ use crate::{
     },
     privilege,
     symbolize::StackSymbolizer,
-    tuning::Tuning,
 };
 
 /// How often output is checked for a reader that went away, losses for news and new
@@ -64,14 +62,6 @@ enum Stop {
     HangUp,
     /// Nobody reads stdout any more (`| head -1`, a terminal gone): end quietly.
     StdoutClosed,
-}
-
-/// What a run needs: the request, where it goes, and how the kernel programs are set.
-pub struct Run {
-    pub plan: Plan,
-    pub targets: Targets,
-    pub config: Config,
-    pub tuning: Tuning,
 }
 
 /// Runs `ebpf-tool uprobe` to completion. Exit status 0 for every clean stop.
