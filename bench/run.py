@@ -206,6 +206,10 @@ def tool_specs():
         Spec("floor: no-op uprobe + uretprobe", "pair", ebpf_tool("--noop", "--ret")),
         Spec("ebpf-tool --count", "entry", ebpf_tool("--count"), count_ebpf_table),
         Spec("ebpf-tool --latency -q (in-kernel hist)", "pair", ebpf_tool("--latency", "-q"), count_hist),
+        # Returns seen at return instructions instead of uretprobes (Go, C++ exceptions).
+        Spec("floor: no-op uprobe + return-site probe", "sites", ebpf_tool("--noop", "--ret", "--ret-sites")),
+        Spec("ebpf-tool --latency -q --ret-sites", "sites", ebpf_tool("--latency", "-q", "--ret-sites"),
+             count_hist),
         Spec("ebpf-tool (one line per call, to a pipe)", "entry", ebpf_tool(), count_lines, pipe=True),
         Spec("ebpf-tool --json (to a pipe)", "entry", ebpf_tool("--json"),
              lambda o, e: o.count('"type":"call"'), pipe=True),
@@ -356,6 +360,12 @@ def main():
                 events += f" ({r.lost[worst]} reported lost)"
         print(f"| {r.name} | {fmt(r.added)} | {paired_ratio(r):.2f}× | {min_ratio(r):.2f}× | {events} | {fmt(r.startup)} | {fmt(r.rss, 1)} | "
               f"{fmt(r.cpu)} | {getattr(r, 'detach_s', 0):.2f} |")
+    sites, uret = floors.get("sites"), floors.get("pair")
+    if sites and uret:
+        ratio_sites = statistics.median(a / f for a, f in zip(sites.added, uret.added))
+        print(f"\nReturns seen at return instructions (`--ret-sites`: Go, C++ exceptions) cost "
+              f"{ratio_sites:.1f}× a uretprobe per call here: the kernel single-steps a `ret`, "
+              "where it emulates the `push` at a function's entry.")
     for note in notes:
         print(f"\n_{note}._")
 

@@ -53,6 +53,7 @@ pub mod maps {
     pub const LOST: &str = "LOST";
     pub const CALLS: &str = "CALLS";
     pub const CALL_SLOTS: &str = "CALL_SLOTS";
+    pub const DEEP_CALLS: &str = "DEEP_CALLS";
     pub const PENDING: &str = "PENDING";
     pub const COUNTS: &str = "COUNTS";
     pub const FUNC_COUNTS: &str = "FUNC_COUNTS";
@@ -74,5 +75,8 @@ pub mod lost {
     pub const UNPAIRED: u32 = 3;
     /// Values (and strings) that could not be read.
     pub const UNREADABLE: u32 = 4;
-    pub const SLOTS: u32 = 5;
+    /// Calls whose return was never seen (left by longjmp, an exception, a tail jump
+    /// or a panic): their frames were dropped.
+    pub const ABANDONED: u32 = 5;
+    pub const SLOTS: u32 = 6;
 }

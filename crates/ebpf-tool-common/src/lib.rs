@@ -27,4 +27,5 @@ mod pod {
     unsafe impl aya::Pod for StackKey {}
     unsafe impl aya::Pod for Frame {}
     unsafe impl aya::Pod for CallStack {}
+    unsafe impl aya::Pod for DeepKey {}
 }

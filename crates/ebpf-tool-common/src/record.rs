@@ -81,9 +81,19 @@ pub const fn record_size(kind: u8, values: u32, slots: u32) -> usize {
     slots_offset(kind, values) + SLOT_BYTES * slots as usize
 }
 
-/// Nesting depth of one thread's probed calls that `--ret`/`--latency` can pair up;
-/// deeper calls are still counted, but not timed.
+/// Nesting depth of one thread's probed calls kept in its `CallStack`; deeper calls
+/// (recursion) are kept in `DEEP_CALLS`, by owner and stack pointer.
 pub const MAX_DEPTH: usize = 8;
+
+/// A call deeper than `MAX_DEPTH`, as `DEEP_CALLS` finds its frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeepKey {
+    /// `CallStack::owner`: a thread id or a goroutine.
+    pub owner: u64,
+    /// `Frame::stack_pointer`.
+    pub stack_pointer: u64,
+}
 
 /// One call saved at entry until its return (`--ret`, `--latency`).
 #[repr(C)]
@@ -103,12 +113,13 @@ pub struct Frame {
 }
 
 /// A thread's probed calls in progress, innermost last. `depth` may exceed `MAX_DEPTH`;
-/// frames beyond it are not kept.
+/// frames beyond it are in `DEEP_CALLS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallStack {
-    /// In `CALL_SLOTS`, the thread that holds this slot (0: free); unused in `CALLS`.
-    /// 64 bits because the BPF target has no 32-bit atomics.
+    /// In `CALL_SLOTS`, whose calls these are: a thread id, or a goroutine's `g` (see
+    /// `pair_by`); 0 when free. Unused in `CALLS`. 64 bits because the BPF target has no
+    /// 32-bit atomics (and a `g` is a pointer).
     pub owner: u64,
     pub depth: u32,
     pub _pad: u32,

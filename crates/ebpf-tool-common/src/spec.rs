@@ -142,6 +142,19 @@ pub struct ProbeSpec {
     pub count: u32,
     /// Byte slots the values fill (the run's record layout).
     pub slots: u32,
+    /// `pair_by::*`: what a return is paired with its entry by.
+    pub pair_by: u32,
+    pub _pad: u32,
+}
+
+/// `ProbeSpec::pair_by`: whose calls a return pairs with.
+pub mod pair_by {
+    /// The thread's (C, C++, Rust...).
+    pub const THREAD: u32 = 0;
+    /// The goroutine's (Go's register ABI): the `g` in R14, which may run on another
+    /// thread at the return than at the entry; its stack may have moved, so stack
+    /// positions are measured from the top of the goroutine's stack (`g.stack.hi`).
+    pub const GOROUTINE: u32 = 1;
 }
 
 impl ProbeSpec {
@@ -157,9 +170,11 @@ impl ProbeSpec {
         },
         count: 0,
         slots: 0,
+        pair_by: pair_by::THREAD,
+        _pad: 0,
     };
 }
 
 const _: () = assert!(core::mem::size_of::<ValueSpec>() == 40);
 const _: () = assert!(core::mem::size_of::<FilterSpec>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40 * (MAX_VALUES + 2) + 56 + 8);
+const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40 * (MAX_VALUES + 2) + 56 + 16);

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use ebpf_tool_common::{
-    CALL_SLOT_COUNT, CallStack, Config, CountKey, EVENTS_RING_BYTES, HIST_SLOTS, HISTS_PER_PROBE,
-    ProbeSpec, StackKey, lost,
+    CALL_SLOT_COUNT, CallStack, Config, CountKey, DeepKey, EVENTS_RING_BYTES, Frame, HIST_SLOTS,
+    HISTS_PER_PROBE, ProbeSpec, StackKey, lost,
 };
 
 /// This run's settings; the loader overwrites the whole struct before load.
@@ -54,10 +54,15 @@ pub static SPECS: Array<ProbeSpec> = Array::with_max_entries(1, 0);
 #[map]
 pub static CALL_SLOTS: Array<CallStack> = Array::with_max_entries(CALL_SLOT_COUNT, 0);
 
-/// Call stacks of threads whose slot another thread holds. LRU, so threads that die
-/// mid-call cannot fill it.
+/// Call stacks of threads (or goroutines) whose slot another holds, by owner. LRU, so
+/// threads that die mid-call cannot fill it.
 #[map]
-pub static CALLS: LruHashMap<u32, CallStack> = LruHashMap::with_max_entries(16384, 0);
+pub static CALLS: LruHashMap<u64, CallStack> = LruHashMap::with_max_entries(16384, 0);
+
+/// Frames of calls nested deeper than `MAX_DEPTH` (recursion), by owner and stack
+/// pointer. LRU, so frames of calls that never returned cannot fill it.
+#[map]
+pub static DEEP_CALLS: LruHashMap<DeepKey, Frame> = LruHashMap::with_max_entries(1, 0);
 
 /// A zeroed `CallStack` to insert from: too big for the 512-byte BPF stack.
 #[map]
@@ -87,9 +92,15 @@ pub static STACK_COUNTS: PerCpuHashMap<StackKey, u64> = PerCpuHashMap::with_max_
 /// One more thing that could not be recorded, by cause.
 #[inline(always)]
 pub fn count_lost(slot: u32) {
-    if let Some(n) = LOST.get_ptr_mut(slot) {
+    count_lost_n(slot, 1);
+}
+
+/// `n` more things that could not be recorded, by cause.
+#[inline(always)]
+pub fn count_lost_n(slot: u32, n: u64) {
+    if let Some(lost) = LOST.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot; preemption is off while the program runs.
-        unsafe { *n += 1 };
+        unsafe { *lost += n };
     }
 }
 

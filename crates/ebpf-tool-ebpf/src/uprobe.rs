@@ -6,9 +6,10 @@
 //!
 //! - plain: one record per call into `EVENTS` at entry (`record`), with the values the
 //!   run's `ProbeSpec` describes (`values`);
-//! - `--ret`/`--latency`: entry saves the values and a timestamp on the thread's call
-//!   stack (`pairing`), return pops it and writes one record with values, return value
-//!   and latency;
+//! - `--ret`/`--latency`: entry saves the values and a timestamp on the thread's (or
+//!   goroutine's) call stack (`pairing`), return pops it and writes one record with
+//!   values, return value and latency; returns are seen by uretprobes, or by
+//!   `hello_retsite` on the functions' return instructions;
 //! - `--count`, `--hist`, `--latency` histograms and `--stacks` aggregate in per-CPU maps
 //!   (`aggregate`) without any record, so they cost no ring-buffer traffic.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -50,9 +51,17 @@ mod programs {
 
     #[uprobe]
     pub fn hello_uprobe(ctx: ProbeContext) -> u32 {
+        let cfg = config();
+        entered(cfg, &ctx, cookie(cfg, &ctx));
+        0
+    }
+
+    /// A call of probe `probe_id` entered: aggregates it, saves it for its return, or
+    /// records it.
+    #[inline(always)]
+    fn entered(cfg: Cfg, ctx: &ProbeContext, probe_id: u32) {
         // Each step runs only when this run's CONFIG needs it; the verifier prunes the
         // rest, so `--count` on one function costs little more than the floor.
-        let cfg = config();
         let task = if task::needed(cfg) {
             Task::current(cfg)
         } else {
@@ -64,11 +73,10 @@ mod programs {
             (0, 0)
         };
         if !task::wanted(cfg, task, tgid, tid) {
-            return 0;
+            return;
         }
-        let probe_id = cookie(cfg, &ctx);
         let Some(spec) = spec_of(cfg, probe_id) else {
-            return 0;
+            return;
         };
         let regs = Regs(ctx.regs);
         let wanted = !has(cfg, flags::FILTER_VALUE) || filter_holds(regs, &spec.filter);
@@ -79,11 +87,13 @@ mod programs {
                 tid,
                 probe_id,
             };
-            aggregate::at_entry(cfg, &ctx, caller, regs, spec);
+            aggregate::at_entry(cfg, ctx, caller, regs, spec);
         }
         if has(cfg, flags::PAIR_RETURNS) {
-            pairing::push(cfg, tid, regs, spec, wanted, timestamp(cfg));
-            return 0;
+            if let Some(key) = pairing::call_key(spec, regs, tid, regs.stack_pointer()) {
+                pairing::push(cfg, key, regs, spec, wanted, timestamp(cfg));
+            }
+            return;
         }
         if wanted && has(cfg, flags::EMIT_EVENTS) {
             let call = Call {
@@ -95,24 +105,51 @@ mod programs {
             };
             emit(cfg, task, &call, spec, Values::Live(regs), None);
         }
-        0
     }
 
+    /// A return seen by a uretprobe: it runs after the return popped its address.
     #[uretprobe]
     pub fn hello_uretprobe(ctx: RetProbeContext) -> u32 {
         let cfg = config();
+        returned(cfg, Regs(ctx.regs), cookie(cfg, &ctx), pairing::RETURN_POPS)
+    }
+
+    /// A return seen by a probe on a return instruction (`--ret-sites`): it runs before
+    /// the return, with the stack pointer as the entry left it.
+    #[uprobe]
+    pub fn hello_retsite(ctx: ProbeContext) -> u32 {
+        let cfg = config();
+        returned(cfg, Regs(ctx.regs), cookie(cfg, &ctx), 0)
+    }
+
+    /// A function whose first instruction is its return (`ret` alone): entry and return
+    /// at one probe, so their order cannot depend on which probe the kernel runs first.
+    #[uprobe]
+    pub fn hello_entry_retsite(ctx: ProbeContext) -> u32 {
+        let cfg = config();
+        let probe_id = cookie(cfg, &ctx);
+        entered(cfg, &ctx, probe_id);
+        returned(cfg, Regs(ctx.regs), probe_id, 0)
+    }
+
+    /// The return of a call of probe `probe_id`: pops its frame, times it, records it.
+    /// `pops` is how far the stack pointer has moved since the entry.
+    #[inline(always)]
+    fn returned(cfg: Cfg, regs: Regs, probe_id: u32, pops: u64) -> u32 {
         let task = Task::current(cfg);
         let (tgid, tid) = task.ids(cfg);
         if !task::wanted(cfg, task, tgid, tid) {
             return 0;
         }
         let now = timestamp(cfg);
-        let probe_id = cookie(cfg, &ctx);
         let Some(spec) = spec_of(cfg, probe_id) else {
             return 0;
         };
-        let regs = Regs(ctx.regs);
-        match pairing::pop(cfg, tid, regs.stack_pointer()) {
+        let Some(key) = pairing::call_key(spec, regs, tid, regs.stack_pointer().wrapping_sub(pops))
+        else {
+            return 0;
+        };
+        match pairing::pop(cfg, key) {
             Popped::Paired(frame) => {
                 if frame.wanted == 0 {
                     return 0;

@@ -46,6 +46,9 @@ Examples:
       a log2 histogram of malloc sizes, computed in the kernel
   ebpf-tool uprobe ./app handle_request --stacks --flamegraph app.svg
       the user stacks that lead to a function, as counts and a flame graph
+  ebpf-tool uprobe ./server 'main.(*Server).handle' --latency -a 1:gostr
+      a Go method, stripped or not: Go's register ABI (-a N is argument word N; the
+      receiver is word 0, a string two words), returns seen at its ret instructions
   ebpf-tool uprobe libc open --json -a 0:str | jq .
       one JSON object per line
 
@@ -99,8 +102,11 @@ pub struct UprobeArgs {
     /// Values to show: LOCATION[:TYPE]. LOCATION is an argument number (N or argN; past
     /// the sixth, from the stack), a register (%rdi), or OFFSET(LOCATION): the memory at
     /// LOCATION plus OFFSET ('+8(+16(arg0))', as perf probe writes it). TYPE is u64
-    /// (default), i64, u32, i32, u16, i16, u8, i8, hex, str (a C string) or buf:N (as many
-    /// bytes as argument N says); repeat or separate with commas (-a 0:str,1:hex)
+    /// (default), i64, u32, i32, u16, i16, u8, i8, hex, str (a C string), buf:N (as many
+    /// bytes as argument N says) or gostr (a Go string: words N and N+1); repeat or separate
+    /// with commas (-a 0:str,1:hex). In Go functions N counts Go's integer argument words:
+    /// an int or pointer is one, a string two (pointer, length), a slice three (pointer,
+    /// length, capacity), an interface two (type, data); floats take none
     #[arg(short, long = "args", value_name = "VALUE", value_delimiter = ',', value_parser = parse_value)]
     pub args: Vec<ValueRequest>,
 
@@ -112,6 +118,19 @@ pub struct UprobeArgs {
     /// histogram at the end
     #[arg(long)]
     pub latency: bool,
+
+    /// With --ret/--latency: see returns at each return instruction instead of with a
+    /// uretprobe (which rewrites the return address on the stack), so C++ exceptions,
+    /// longjmp and Go's moving stacks are safe; calls that leave by a tail jump or an
+    /// exception are counted, not shown. Automatic for Go programs and for code that
+    /// unwinds (C++ exceptions, Rust panics)
+    #[arg(long, conflicts_with = "uretprobes")]
+    pub ret_sites: bool,
+
+    /// With --ret/--latency in code that unwinds: use uretprobes anyway (a C++ exception
+    /// or Rust panic unwinding through a traced call then aborts the program)
+    #[arg(long)]
+    pub uretprobes: bool,
 
     /// Count calls in the kernel instead of printing each one
     #[arg(long)]

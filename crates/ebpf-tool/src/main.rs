@@ -22,7 +22,12 @@ fn main() -> ExitCode {
                 "error: {}",
                 ebpf_tool::output::escape::printable(&one_line(&err))
             );
-            ExitCode::FAILURE
+            // Flags that parse but do not go together are usage errors too, as clap's.
+            if err.downcast_ref::<uprobe::PlanError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -36,12 +41,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Needed at load; read meanwhile, while the target's symbols are.
             ebpf_tool::kernel_btf::start_reading();
             let targets = uprobe::Targets::resolve(&plan)?;
-            let config =
+            let kernel =
                 uprobe::kernel_config(&plan, &targets, values::abi::native(), std::process::id())?;
             uprobe::run(uprobe::Run {
                 plan,
                 targets,
-                config,
+                config: kernel.config,
+                specs: kernel.specs,
                 tuning,
             })
         }

@@ -464,8 +464,9 @@ fn interval_prints_cumulative_tables_while_running() {
 #[test]
 fn bad_mode_combinations_are_refused() {
     let fixture = target_fixture();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["--interval", "1"], "--interval needs something to report"),
+        (&["--ret-sites"], "they need --ret or --latency"),
         (&["--comm", "a-name-longer-than-15"], "at most 15 bytes"),
         (
             &["-a", "0:str,1:str,2:str"],
@@ -478,7 +479,7 @@ fn bad_mode_combinations_are_refused() {
             .args(flags)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{flags:?}");
+        assert_eq!(out.status.code(), Some(2), "a usage error: {flags:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.starts_with("error: ") && stderr.contains(message),

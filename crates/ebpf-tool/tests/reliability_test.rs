@@ -195,45 +195,44 @@ fn hostile_names_and_strings_never_reach_the_terminal_raw() {
 }
 
 #[test]
-fn go_programs_are_traced_without_harm_and_return_probes_are_refused() {
+fn go_programs_are_traced_without_harm() {
     require_root!();
     let go = common::private_copy(&common::build_go_fixture());
-    let untraced = Command::new(&go).arg("2000").output().unwrap();
+    let untraced = Command::new(&go)
+        .args(["compute", "2000"])
+        .output()
+        .unwrap();
     assert!(untraced.status.success());
 
-    // Entry probes (counts, arguments, stacks) are safe: exact counts, same output.
-    let tracer = Tracer::start(&["uprobe", path(&go), "main.compute", "--count"]);
-    let traced = Command::new(&go).arg("2000").output().unwrap();
-    let lines = tracer.interrupt().ok();
-    assert_eq!(traced.stdout, untraced.stdout);
-    assert!(traced.status.success());
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.split_whitespace().eq(["main.compute", "2000"])),
-        "{lines:?}"
-    );
-
-    // Return probes would corrupt moved goroutine stacks: refused, with the reason.
-    for flag in ["--ret", "--latency"] {
-        let out = Command::new(common::tool())
-            .args(["uprobe", path(&go), "main.compute", flag])
+    // Entry and return probes alike: exact counts, same output, while four goroutines'
+    // stacks grow and move.
+    for mode in ["--count", "--latency"] {
+        let tracer = Tracer::start(&["uprobe", path(&go), "main.compute", mode]);
+        let traced = Command::new(&go)
+            .args(["compute", "2000"])
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("is a Go program") && stderr.contains("goroutine stacks"),
-            "{stderr}"
-        );
+        let lines = tracer.interrupt().ok();
+        assert_eq!(traced.stdout, untraced.stdout);
+        assert!(traced.status.success());
+        let counted = match mode {
+            "--count" => lines
+                .iter()
+                .any(|l| l.split_whitespace().eq(["main.compute", "2000"])),
+            _ => lines
+                .iter()
+                .any(|l| l.starts_with("main.compute latency: count=2000 ")),
+        };
+        assert!(counted, "{mode}: {lines:?}");
     }
 }
 
 /// Uretprobes replace return addresses with the kernel's trampoline, which the C++
-/// unwinder cannot step through: an exception leaving a function traced with --ret aborts
-/// the program. Entry probes are harmless; return probes on C++ code come with a warning.
+/// unwinder cannot step through: an exception leaving a function traced by one aborts
+/// the program. So in code that unwinds, returns are seen at return instructions: no
+/// abort, every return seen, and every call an exception left counted.
 #[test]
-fn cpp_exceptions_are_safe_under_entry_probes_and_warned_about_for_return_probes() {
+fn cpp_exceptions_are_safe_under_entry_and_return_probes() {
     require_root!();
     let exe = common::private_copy(&common::build_cpp_fixture("throws", &["-O2"]));
     let untraced = Command::new(&exe).arg("30").output().unwrap();
@@ -262,19 +261,53 @@ fn cpp_exceptions_are_safe_under_entry_probes_and_warned_about_for_return_probes
         "{lines:?}"
     );
 
-    let warning = "a C++ exception that propagates out of a function traced with --ret";
-    let run = |binary: &str, function: &str, flag: &str| {
+    let tracer = Tracer::start(&[
+        "uprobe",
+        exe.to_str().unwrap(),
+        "fixture_thrower",
+        "--ret",
+        "-a",
+        "0:i64",
+    ]);
+    let traced = Command::new(&exe).arg("30").output().unwrap();
+    let finished = tracer.interrupt();
+    let stderr = finished.stderr.clone();
+    let lines = finished.ok();
+    assert_eq!(traced.stdout, untraced.stdout, "no abort");
+    assert!(traced.status.success());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("returns are seen at each return instruction")),
+        "{lines:?}"
+    );
+    let returns: Vec<(i64, i64)> = common::parse_events(&lines)
+        .iter()
+        .map(|e| (e.number("arg0"), e.number("ret")))
+        .collect();
+    let odd: Vec<(i64, i64)> = (0..30).filter(|i| i % 2 == 1).map(|i| (i, 2 * i)).collect();
+    assert_eq!(returns, odd, "{lines:?}");
+    assert!(
+        stderr.contains(", 15 calls never seen returning"),
+        "{stderr}"
+    );
+
+    // Uretprobes on request, with the risk said.
+    let warning = "a C++ exception that propagates out of a function traced with uretprobes";
+    let run = |binary: &str, function: &str, flags: &[&str]| {
         let out = Command::new(common::tool())
-            .args(["uprobe", binary, function, flag, "-d", "1"])
+            .args(["uprobe", binary, function, "-d", "1"])
+            .args(flags)
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    assert!(run(exe.to_str().unwrap(), "fixture_thrower", "--ret").contains(warning));
-    assert!(!run(exe.to_str().unwrap(), "fixture_thrower", "--count").contains(warning));
+    let exe = exe.to_str().unwrap();
+    assert!(run(exe, "fixture_thrower", &["--ret", "--uretprobes"]).contains(warning));
+    assert!(!run(exe, "fixture_thrower", &["--ret"]).contains(warning));
     let c = target_fixture();
-    assert!(!run(c.to_str().unwrap(), "fixture_target", "--ret").contains("uses unwinding"));
+    assert!(!run(c.to_str().unwrap(), "fixture_target", &["--ret"]).contains("uses unwinding"));
 }
 
 /// Starts ebpf-tool with stdout going to a pipe that nobody reads (the read end is

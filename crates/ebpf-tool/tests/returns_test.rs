@@ -1,6 +1,7 @@
 //! Privileged tests of return probes: return values, returns paired with their entries
 //! (recursion, longjmp, threads sharing call slots), latency.
-//! Each runs a fixture whose behaviour is known exactly and checks the exact outcome.
+//! Each runs a fixture whose behaviour is known exactly and checks the exact outcome,
+//! twice: with returns seen by uretprobes, and at return instructions (`--ret-sites`).
 
 #[macro_use]
 mod common;
@@ -13,11 +14,43 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-#[test]
-fn ret_reports_each_return_value() {
+/// `uretprobes` and `return_sites` tests of one body taking the extra flags.
+macro_rules! both_ways {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn uretprobes() {
+                super::$name(&[]);
+            }
+
+            #[test]
+            fn return_sites() {
+                super::$name(&["--ret-sites"]);
+            }
+        }
+    };
+}
+
+both_ways!(ret_reports_each_return_value);
+both_ways!(ret_pairs_recursive_calls);
+both_ways!(ret_survives_calls_that_never_return);
+both_ways!(ret_pairs_calls_of_concurrent_threads);
+both_ways!(ret_pairs_calls_when_threads_share_one_call_slot);
+both_ways!(latency_times_each_call_and_builds_a_histogram);
+
+/// Starts a tracer with `args` and the mode's `extra` flags.
+fn trace(args: &[&str], extra: &[&str]) -> Tracer {
+    let all: Vec<&str> = args.iter().chain(extra).copied().collect();
+    Tracer::start(&all)
+}
+
+fn ret_reports_each_return_value(extra: &[&str]) {
     require_root!();
     let fixture = target_fixture();
-    let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_target", "--ret"]);
+    let tracer = trace(
+        &["uprobe", path(&fixture), "fixture_target", "--ret"],
+        extra,
+    );
     let (pid, _) = run_fixture(&fixture, "calls", 60);
     let lines = tracer.interrupt().ok();
     let events: Vec<_> = parse_events(&lines)
@@ -32,17 +65,19 @@ fn ret_reports_each_return_value() {
     }
 }
 
-#[test]
-fn ret_pairs_recursive_calls() {
+fn ret_pairs_recursive_calls(extra: &[&str]) {
     require_root!();
     let fixture = target_fixture();
-    let tracer = Tracer::start(&[
-        "uprobe",
-        path(&fixture),
-        "fixture_recurse",
-        "--ret",
-        "--latency",
-    ]);
+    let tracer = trace(
+        &[
+            "uprobe",
+            path(&fixture),
+            "fixture_recurse",
+            "--ret",
+            "--latency",
+        ],
+        extra,
+    );
     let (pid, out) = run_fixture(&fixture, "recurse", 5);
     assert_eq!(out, "5");
     let lines = tracer.interrupt().ok();
@@ -64,21 +99,30 @@ fn ret_pairs_recursive_calls() {
 /// Half the calls leave through longjmp and never return. Their frames must not pile up
 /// (there are more of them than a thread's stack holds): every call that does return is
 /// still paired with its own arguments.
-#[test]
-fn ret_survives_calls_that_never_return() {
+fn ret_survives_calls_that_never_return(extra: &[&str]) {
     require_root!();
     let fixture = target_fixture();
-    let tracer = Tracer::start(&[
-        "uprobe",
-        path(&fixture),
-        "fixture_jump",
-        "--ret",
-        "-a",
-        "0:i64",
-    ]);
+    let tracer = trace(
+        &[
+            "uprobe",
+            path(&fixture),
+            "fixture_jump",
+            "--ret",
+            "-a",
+            "0:i64",
+        ],
+        extra,
+    );
     let calls = 40; // 20 abandoned frames: more than MAX_DEPTH (8)
     let (pid, out) = run_fixture(&fixture, "jump", calls);
-    let lines = tracer.interrupt().ok();
+    let finished = tracer.interrupt();
+    let summary = finished.stderr.clone();
+    let lines = finished.ok();
+    // Each abandoned call is dropped, and said, when the next call takes its place.
+    assert!(
+        summary.contains(", 20 calls never seen returning"),
+        "{summary}"
+    );
     let odd: Vec<i64> = (0..calls as i64).filter(|i| i % 2 == 1).collect();
     assert_eq!(out, odd.iter().map(|i| 2 * i).sum::<i64>().to_string());
     let pairs: Vec<(i64, i64)> = parse_events(&lines)
@@ -96,23 +140,22 @@ fn ret_survives_calls_that_never_return() {
 /// Four threads nest calls at the same time. Each return must pair with its own entry:
 /// `fixture_nest(x, d)` returns `x + d` and `x` differs per thread and call, so a frame
 /// popped from another thread's or another call's stack shows as a wrong sum.
-fn nested_calls_pair_exactly_across_threads(call_slots: &str) {
+fn nested_calls_pair_exactly_across_threads(call_slots: &str, extra: &[&str]) {
     const THREADS: i64 = 4;
     const CALLS: i64 = 400;
     let fixture = target_fixture();
-    let tracer = Tracer::start_with_env(
-        &[
-            "uprobe",
-            path(&fixture),
-            "fixture_nest",
-            "--ret",
-            "-a",
-            "0:i64",
-            "-a",
-            "1:i64",
-        ],
-        &[("EBPF_TOOL_CALL_SLOTS", call_slots)],
-    );
+    let mut args = vec![
+        "uprobe",
+        path(&fixture),
+        "fixture_nest",
+        "--ret",
+        "-a",
+        "0:i64",
+        "-a",
+        "1:i64",
+    ];
+    args.extend(extra);
+    let tracer = Tracer::start_with_env(&args, &[("EBPF_TOOL_CALL_SLOTS", call_slots)]);
     let (pid, out) = run_fixture(&fixture, "threads", CALLS as u32);
     let lines = tracer.interrupt().ok();
     let expected_sum: i64 = (0..THREADS)
@@ -143,25 +186,25 @@ fn nested_calls_pair_exactly_across_threads(call_slots: &str) {
     );
 }
 
-#[test]
-fn ret_pairs_calls_of_concurrent_threads() {
+fn ret_pairs_calls_of_concurrent_threads(extra: &[&str]) {
     require_root!();
-    nested_calls_pair_exactly_across_threads("4096");
+    nested_calls_pair_exactly_across_threads("4096", extra);
 }
 
 /// One call slot for all threads: while one holds it, the others keep their calls in the
 /// hash-map fallback, and a thread may have frames in both.
-#[test]
-fn ret_pairs_calls_when_threads_share_one_call_slot() {
+fn ret_pairs_calls_when_threads_share_one_call_slot(extra: &[&str]) {
     require_root!();
-    nested_calls_pair_exactly_across_threads("1");
+    nested_calls_pair_exactly_across_threads("1", extra);
 }
 
-#[test]
-fn latency_times_each_call_and_builds_a_histogram() {
+fn latency_times_each_call_and_builds_a_histogram(extra: &[&str]) {
     require_root!();
     let fixture = target_fixture();
-    let tracer = Tracer::start(&["uprobe", path(&fixture), "fixture_sleep", "--latency"]);
+    let tracer = trace(
+        &["uprobe", path(&fixture), "fixture_sleep", "--latency"],
+        extra,
+    );
     let (pid, _) = run_fixture(&fixture, "sleep", 5);
     let lines = tracer.interrupt().ok();
     let events: Vec<_> = parse_events(&lines)

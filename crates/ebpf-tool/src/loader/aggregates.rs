@@ -2,8 +2,8 @@
 //! histograms and stacks. Lives on after the probes are detached, so the last figures
 //! can still be read.
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
-use ebpf_tool_common::{CountKey, HIST_SLOTS, HISTS_PER_PROBE, StackKey, lost};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
+use ebpf_tool_common::{CallStack, CountKey, HIST_SLOTS, HISTS_PER_PROBE, StackKey, lost};
 
 use super::LoadError;
 
@@ -15,6 +15,9 @@ pub struct Aggregates {
     pub(super) hists: PerCpuArray<MapData, [u64; HIST_SLOTS]>,
     pub(super) stacks: StackTraceMap<MapData>,
     pub(super) stack_counts: PerCpuHashMap<MapData, StackKey, u64>,
+    /// The call stacks of `--ret`/`--latency`, read at the end for calls still open.
+    pub(super) call_slots: Array<MapData, CallStack>,
+    pub(super) calls: HashMap<MapData, u64, CallStack>,
     pub(super) probes: usize,
 }
 
@@ -26,6 +29,7 @@ pub struct Losses {
     pub stacks_failed: u64,
     pub unpaired: u64,
     pub unreadable: u64,
+    pub abandoned: u64,
 }
 
 impl Aggregates {
@@ -37,7 +41,25 @@ impl Aggregates {
             stacks_failed: slot(lost::STACKS_FAILED)?,
             unpaired: slot(lost::UNPAIRED)?,
             unreadable: slot(lost::UNREADABLE)?,
+            abandoned: slot(lost::ABANDONED)?,
         })
+    }
+
+    /// Calls entered and not returned from (so far): still running, or left in a way no
+    /// probe sees (their process exited, or called exit() inside them).
+    pub fn calls_in_progress(&self) -> Result<u64, LoadError> {
+        let mut open = 0;
+        for slot in 0..self.call_slots.len() {
+            let stack = self.call_slots.get(&slot, 0)?;
+            if stack.owner != 0 {
+                open += u64::from(stack.depth);
+            }
+        }
+        for entry in self.calls.iter() {
+            let (_, stack) = entry?;
+            open += u64::from(stack.depth);
+        }
+        Ok(open)
     }
 
     /// Calls per probe (`--count --by func`), indexed by probe id.

@@ -46,6 +46,10 @@ impl Loader {
         if mode != AttachMode::Perf && same_file && !points.is_empty() {
             match self.attach_multi(kind, points) {
                 Ok(report) => return Ok(report),
+                // The verifier would refuse the program for perf-event links too.
+                Err(err @ multi::MultiError::Load { .. }) if err.verifier_refused() => {
+                    return Err(LoadError::Multi(err));
+                }
                 Err(err) if mode == AttachMode::Multi => return Err(LoadError::Multi(err)),
                 Err(err) => {
                     log::debug!("uprobe_multi unavailable, one link per function instead: {err}")
@@ -151,9 +155,18 @@ impl Loader {
         points: &[AttachPoint],
     ) -> Result<AttachReport, LoadError> {
         let name = program_name(kind, self.noop);
-        let program_error = |source| LoadError::Program {
+        let program_error = |source: ProgramError| LoadError::Program {
             program: name,
-            source,
+            why: match source {
+                ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                } => format!(
+                    "{io_error}{}",
+                    sys::verifier_summary(&verifier_log.to_string())
+                ),
+                other => other.to_string(),
+            },
         };
         let program: &mut UProbe = self
             .ebpf

@@ -37,6 +37,8 @@ static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 
 const ENTRY_PROGRAM: &str = "hello_uprobe";
 const RETURN_PROGRAM: &str = "hello_uretprobe";
+const RETURN_SITE_PROGRAM: &str = "hello_retsite";
+const ENTRY_RETURN_SITE_PROGRAM: &str = "hello_entry_retsite";
 /// Programs that do nothing: the cost floor benchmarks compare against.
 const NOOP_ENTRY_PROGRAM: &str = "noop_uprobe";
 const NOOP_RETURN_PROGRAM: &str = "noop_uretprobe";
@@ -49,12 +51,25 @@ const MAX_COUNT_KEYS: u32 = 65536;
 /// Threads that can be inside probed calls at once under `--ret`/`--latency` without a
 /// slot of their own in `CALL_SLOTS` (an LRU map).
 const MAX_THREADS_IN_CALLS: u32 = 16384;
+/// Calls in progress nested deeper than a call stack keeps (`MAX_DEPTH`), over all
+/// threads: recursion.
+const MAX_DEEP_CALLS: u32 = 16384;
 
-/// Entry or return of a function.
+/// What a probe sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeKind {
+    /// A function's entry.
     Entry,
+    /// Its return, by a uretprobe on its entry.
     Return,
+    /// Its return, by a probe on one of its return instructions (`--ret-sites`).
+    ReturnSite,
+    /// Both: a function whose first instruction returns.
+    EntryReturnSite,
+}
+
+impl ProbeKind {
+    const ALL: usize = 4;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +80,8 @@ pub enum LoadError {
     MissingProgram(&'static str),
     #[error("the eBPF object has no map '{0}' (is the build out of date?)")]
     MissingMap(&'static str),
-    #[error("the kernel refused program '{program}': {source}")]
-    Program {
-        program: &'static str,
-        #[source]
-        source: ProgramError,
-    },
+    #[error("the kernel refused program '{program}': {why}")]
+    Program { program: &'static str, why: String },
     #[error("attaching to {path} at offset {offset:#x} failed: {source}")]
     Attach {
         path: PathBuf,
@@ -109,8 +120,8 @@ pub struct Loader {
     attach_mode: AttachMode,
     /// Every map's fd, by the name the object gives it, for programs loaded by `multi`.
     map_fds: HashMap<String, OwnedFd>,
-    /// Programs loaded for uprobe_multi links: entry, return.
-    multi_programs: [Option<OwnedFd>; 2],
+    /// Programs loaded for uprobe_multi links, by `ProbeKind`.
+    multi_programs: [Option<OwnedFd>; ProbeKind::ALL],
     /// uprobe_multi links; closing one detaches all its probes.
     multi_links: Vec<OwnedFd>,
     /// Perf-event links made through aya, by the program that owns them.
@@ -167,6 +178,10 @@ impl Loader {
             .map_max_entries(maps::COUNTS, count_slots)
             .map_max_entries(maps::CALLS, hashed_calls)
             .map_max_entries(maps::CALL_SLOTS, call_slots)
+            .map_max_entries(
+                maps::DEEP_CALLS,
+                sized(has(flags::PAIR_RETURNS), MAX_DEEP_CALLS),
+            )
             .map_max_entries(maps::SPECS, sized(has(flags::SPEC_PER_PROBE), probes_u32))
             .load(KERNEL_OBJECT)
             .map_err(LoadError::Object)?;
@@ -197,6 +212,8 @@ impl Loader {
             hists: PerCpuArray::try_from(take(maps::HISTS)?)?,
             stacks: StackTraceMap::try_from(take(maps::STACKS)?)?,
             stack_counts: PerCpuHashMap::try_from(take(maps::STACK_COUNTS)?)?,
+            call_slots: Array::try_from(take(maps::CALL_SLOTS)?)?,
+            calls: aya::maps::HashMap::try_from(take(maps::CALLS)?)?,
             probes,
         };
         let scope = match std::num::NonZeroU32::new(config.target_tgid) {
@@ -210,7 +227,7 @@ impl Loader {
             pid: config.target_tgid,
             attach_mode: tuning.attach,
             map_fds,
-            multi_programs: [None, None],
+            multi_programs: Default::default(),
             multi_links: Vec::new(),
             perf_links: Vec::new(),
             noop,
@@ -228,7 +245,11 @@ fn program_name(kind: ProbeKind, noop: bool) -> &'static str {
     match (kind, noop) {
         (ProbeKind::Entry, false) => ENTRY_PROGRAM,
         (ProbeKind::Return, false) => RETURN_PROGRAM,
-        (ProbeKind::Entry, true) => NOOP_ENTRY_PROGRAM,
+        (ProbeKind::ReturnSite, false) => RETURN_SITE_PROGRAM,
+        (ProbeKind::EntryReturnSite, false) => ENTRY_RETURN_SITE_PROGRAM,
+        (ProbeKind::Entry | ProbeKind::ReturnSite | ProbeKind::EntryReturnSite, true) => {
+            NOOP_ENTRY_PROGRAM
+        }
         (ProbeKind::Return, true) => NOOP_RETURN_PROGRAM,
     }
 }

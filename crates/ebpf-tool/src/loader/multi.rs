@@ -30,6 +30,11 @@ pub enum MultiError {
 }
 
 impl MultiError {
+    /// The verifier refused the program (it said why): not a kernel without the link.
+    pub fn verifier_refused(&self) -> bool {
+        matches!(self, MultiError::Load { log, .. } if !log.is_empty())
+    }
+
     /// The errno of a failed link creation, to tell "kernel lacks uprobe_multi" from "one
     /// of these offsets cannot be probed".
     pub fn link_errno(&self) -> Option<i32> {

@@ -128,19 +128,35 @@ pub fn load_program(
         Err(source) => {
             let mut log = vec![0u8; 1 << 20];
             let _ = load(&mut log);
-            let text = String::from_utf8_lossy(&log);
-            let tail: Vec<&str> = text.trim_end_matches('\0').lines().rev().take(3).collect();
-            let log = if tail.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (verifier: {})",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                )
-            };
+            let log = verifier_summary(&String::from_utf8_lossy(&log));
             Err(Refused { source, log })
         }
     }
+}
+
+/// The end of a verifier log, where it says why, as ` (verifier: ...)` on one line (a
+/// whole log can be megabytes); the whole log goes to the debug log.
+pub fn verifier_summary(log: &str) -> String {
+    let log = log.trim_end_matches('\0');
+    log::debug!("verifier log:\n{log}");
+    let tail: Vec<&str> = log
+        .lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(3)
+        .collect();
+    if tail.is_empty() {
+        return String::new();
+    }
+    let mut text = tail.into_iter().rev().collect::<Vec<_>>().join(" / ");
+    if text.len() > 600 {
+        let mut cut = text.len() - 600;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        text.replace_range(..cut, "...");
+    }
+    format!(" (verifier: {text})")
 }
 
 /// Attaches `program` at every offset of `path` through one uprobe_multi link (a return

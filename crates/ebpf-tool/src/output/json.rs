@@ -161,6 +161,12 @@ pub struct Summary {
     pub uncounted: u64,
     /// String arguments that could not be read (shown as unreadable, never as "").
     pub unreadable: u64,
+    /// Calls whose return was never seen (left by longjmp, an exception, a tail jump or
+    /// a panic): entries without a return record.
+    pub unreturned: u64,
+    /// Calls entered that had not returned when tracing ended (still running, or their
+    /// process exited inside them).
+    pub in_progress: u64,
 }
 
 /// `{"type":"summary","seen":..,"printed":..,"lost":..,"uncounted":..}`
@@ -308,6 +314,8 @@ mod tests {
                 lost: 0,
                 uncounted: 0,
                 unreadable: 0,
+                unreturned: 0,
+                in_progress: 0,
             },
         )
         .unwrap();
@@ -326,7 +334,7 @@ mod tests {
         assert_eq!(lines[2]["frames"][0], "f");
         assert_eq!(
             lines[3],
-            serde_json::json!({"type":"summary","seen":1,"printed":1,"lost":0,"uncounted":0,"unreadable":0})
+            serde_json::json!({"type":"summary","seen":1,"printed":1,"lost":0,"uncounted":0,"unreadable":0,"unreturned":0,"in_progress":0})
         );
     }
 }

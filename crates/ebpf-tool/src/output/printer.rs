@@ -316,6 +316,14 @@ impl Printer {
                 "values unreadable (bad pointers or pages not present)",
             ),
             (closing.unpaired, "returns without a seen entry"),
+            (
+                summary.unreturned,
+                "calls never seen returning (longjmp, exception, tail jump or panic)",
+            ),
+            (
+                summary.in_progress,
+                "calls not returned from when tracing ended (still running, or exited inside)",
+            ),
         ] {
             if n > 0 {
                 line.push_str(&format!(", {n} {what}"));

@@ -4,10 +4,39 @@
 
 use std::{fs::File, os::unix::fs::FileExt as _};
 
-use super::{FunctionSymbol, SymbolError, Symbols, probe_site};
+use super::{CallConv, FunctionSymbol, SymbolError, Symbols, exits, probe_site};
 
 /// The most bytes an x86-64 instruction can have.
 const MAX_INSN_BYTES: usize = 15;
+
+/// The biggest function whose code is decoded for its returns.
+const MAX_FUNCTION_BYTES: u64 = 16 << 20;
+
+/// Where probes see a function's calls end (`--ret-sites`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReturnSites {
+    /// File offsets of its return instructions.
+    pub offsets: Vec<u64>,
+    /// Ways out other than a return: tail jumps, and returns a probe cannot sit on.
+    pub other_exits: usize,
+    /// False when returns reached only through jump tables may be missing.
+    pub complete: bool,
+}
+
+/// Why a function's returns cannot be probed where they happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoReturnSites {
+    #[error("return instructions are found in x86-64 code only")]
+    Machine,
+    #[error("its size is unknown, so its code cannot be read to its end")]
+    NoSize,
+    #[error("it is bigger than {} MiB", MAX_FUNCTION_BYTES >> 20)]
+    TooBig,
+    #[error(
+        "it has no return instruction a probe can sit on (it ends in tail jumps, or never returns)"
+    )]
+    None,
+}
 
 /// Where the bytes of the file's code are read from, to check probe sites.
 #[derive(Debug)]
@@ -88,6 +117,81 @@ impl Symbols {
                 Err(inside("multiples of 4 on AArch64".into()))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Where `function`'s calls are seen returning: its return instructions (see
+    /// `exits`), each checked as a probe site.
+    pub fn return_sites(&self, function: &FunctionSymbol) -> Result<ReturnSites, NoReturnSites> {
+        if self.machine != object::elf::EM_X86_64 {
+            return Err(NoReturnSites::Machine);
+        }
+        match function.size {
+            0 => return Err(NoReturnSites::NoSize),
+            size if size > MAX_FUNCTION_BYTES => return Err(NoReturnSites::TooBig),
+            _ => {}
+        }
+        // The body, then any cold parts the compiler split off (they may return too).
+        let cold = self
+            .cold_parts
+            .get(&function.name)
+            .map_or(&[][..], Vec::as_slice);
+        let mut pieces = vec![(function.address, function.file_offset, function.size)];
+        pieces.extend(
+            cold.iter()
+                .filter(|c| c.size > 0 && c.size <= MAX_FUNCTION_BYTES)
+                .map(|c| (c.address, c.file_offset, c.size)),
+        );
+        let code: Vec<Vec<u8>> = pieces
+            .iter()
+            .map(|&(_, offset, size)| self.code.read(offset, size as usize))
+            .collect();
+        let parts: Vec<exits::Part> = pieces
+            .iter()
+            .zip(&code)
+            .map(|(&(address, _, _), code)| exits::Part { code, address })
+            .collect();
+        let found = exits::exits_x86_64(&parts);
+        let mut sites = ReturnSites {
+            other_exits: found.tail_jumps,
+            complete: found.complete,
+            ..ReturnSites::default()
+        };
+        for address in found.returns {
+            let Some((piece, code)) = pieces.iter().zip(&code).find(|((start, _, _), code)| {
+                (*start..*start + code.len() as u64).contains(&address)
+            }) else {
+                continue;
+            };
+            let at = (address - piece.0) as usize;
+            let end = (at + MAX_INSN_BYTES).min(code.len());
+            match probe_site::check_x86_64(&code[at..end], address) {
+                Ok(_) => sites.offsets.push(piece.1 + at as u64),
+                Err(_) => sites.other_exits += 1,
+            }
+        }
+        if sites.offsets.is_empty() {
+            return Err(NoReturnSites::None);
+        }
+        Ok(sites)
+    }
+
+    /// Where `function`'s entry probe goes (a file offset): its probe point, or for a Go
+    /// function the start of its body, past the stack check that runs the entry again
+    /// once the stack has grown (a probe on the entry would see those calls twice).
+    pub fn entry_probe_offset(&self, function: &FunctionSymbol) -> u64 {
+        let go = matches!(function.call, CallConv::GoRegisters | CallConv::GoStack);
+        if !go || !function.at_entry() || self.machine != object::elf::EM_X86_64 {
+            return function.file_offset;
+        }
+        let code = self.code.read(function.file_offset, 64);
+        let Some(skip) = exits::go_body_start_x86_64(&code, function.address) else {
+            return function.file_offset;
+        };
+        let body = &code[skip as usize..];
+        match probe_site::check_x86_64(body, function.address + skip) {
+            Ok(_) => function.file_offset + skip,
+            Err(_) => function.file_offset,
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct ElfContents {
     pub unwinds: Option<&'static str>,
     /// `e_machine`: which instruction set the code is for (`EM_X86_64`, `EM_AARCH64`).
     pub machine: u16,
+    /// A Go program's function table (`.gopclntab`), which stripping leaves.
+    pub go_functions: Vec<super::golang::GoFunction>,
+    /// The Go version it was built with, when recorded.
+    pub go_version: Option<super::golang::GoVersion>,
 }
 
 /// Why an image could not be read.
@@ -124,6 +128,22 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<ElfContents, ElfError>
     let go = [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
         .iter()
         .any(|name| file.section_by_name(name).is_some());
+    let section = |name: &str| file.section_by_name(name).and_then(|s| s.data().ok());
+    let go_functions = section(".gopclntab")
+        .map(super::golang::functions)
+        .unwrap_or_default();
+    let read_at = |address: u64, len: usize| -> Option<Vec<u8>> {
+        file.sections().find_map(|s| {
+            let start = s.address();
+            if address < start || address.checked_add(len as u64)? > start + s.size() {
+                return None;
+            }
+            let at = (address - start) as usize;
+            Some(s.data().ok()?.get(at..at + len)?.to_vec())
+        })
+    };
+    let go_version =
+        section(".go.buildinfo").and_then(|info| super::golang::version(info, read_at));
     // Imports count: a program that only references the personality routine still has
     // frames unwound through by exceptions thrown elsewhere.
     let unwinds = file
@@ -142,6 +162,8 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<ElfContents, ElfError>
         go,
         unwinds,
         machine,
+        go_functions,
+        go_version,
     })
 }
 

@@ -7,6 +7,9 @@ mod code;
 mod debuginfo;
 mod demangle;
 mod elf;
+pub mod exits;
+mod go_symbols;
+pub mod golang;
 mod ifunc;
 pub mod probe_site;
 mod resolve;
@@ -19,6 +22,7 @@ use std::{
 
 use object::ReadCache;
 
+pub use code::{NoReturnSites, ReturnSites};
 pub use demangle::{demangle, without_parameters};
 pub use resolve::Resolution;
 
@@ -29,6 +33,8 @@ pub enum SymbolSource {
     Dynsym,
     MiniDebugInfo,
     DebugFile,
+    /// A Go program's own function table (`.gopclntab`).
+    GoPclntab,
 }
 
 impl SymbolSource {
@@ -38,6 +44,7 @@ impl SymbolSource {
             SymbolSource::Dynsym => ".dynsym",
             SymbolSource::MiniDebugInfo => "MiniDebugInfo (.gnu_debugdata)",
             SymbolSource::DebugFile => "the separate debug file",
+            SymbolSource::GoPclntab => "Go's function table (.gopclntab)",
         }
     }
 }
@@ -60,6 +67,21 @@ pub struct FunctionSymbol {
     /// implementation's, not the resolver's).
     pub ifunc: bool,
     pub source: SymbolSource,
+    /// How it takes its arguments and returns.
+    pub call: CallConv,
+}
+
+/// A function's calling convention, which decides where `-a N` and the return value are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallConv {
+    /// The platform's C ABI (System V on x86-64).
+    #[default]
+    C,
+    /// Go's register ABI (ABIInternal, Go 1.17+ on amd64): integer words in RAX, RBX,
+    /// RCX, RDI, RSI, R8-R11, the goroutine in R14.
+    GoRegisters,
+    /// Go's stack ABI (ABI0): assembly functions, and all functions before Go 1.17.
+    GoStack,
 }
 
 impl FunctionSymbol {
@@ -182,6 +204,9 @@ pub struct Symbols {
     searched: Vec<SymbolSource>,
     build_id: Option<String>,
     go: bool,
+    go_version: Option<golang::GoVersion>,
+    /// Cold parts of functions, by the function's symbol name.
+    cold_parts: std::collections::HashMap<String, Vec<ColdPart>>,
     unwinds: Option<&'static str>,
 }
 
@@ -231,6 +256,8 @@ impl Symbols {
             searched: Vec::new(),
             build_id: debuginfo::build_id_hex(&main.pointers),
             go: main.go,
+            go_version: main.go_version,
+            cold_parts: Default::default(),
             unwinds: main.unwinds,
         };
         symbols.add(&main.symtab, SymbolSource::Symtab);
@@ -252,6 +279,7 @@ impl Symbols {
                 other => log::debug!("ignoring {}: {other:?}", debug_file.display()),
             }
         }
+        symbols.add_go(&main);
         symbols
             .functions
             .sort_by(|a, b| (&a.name, a.address).cmp(&(&b.name, b.address)));
@@ -283,7 +311,19 @@ impl Symbols {
             // GCC and clang move a function's unlikely paths into `NAME.cold[.N]`, typed
             // FUNC but entered by a jump from the middle of NAME: a probe there counts a
             // path, not calls, and a return probe would overwrite whatever is on the stack.
-            if symbol.kind == object::elf::STT_FUNC && is_cold_fragment(&symbol.name) {
+            if symbol.kind == object::elf::STT_FUNC
+                && let Some(parent) = cold_fragment_of(&symbol.name)
+            {
+                if let Some(file_offset) = elf::file_offset(&self.text, symbol.address) {
+                    let parts = self.cold_parts.entry(parent.to_owned()).or_default();
+                    if !parts.iter().any(|p| p.address == symbol.address) {
+                        parts.push(ColdPart {
+                            address: symbol.address,
+                            size: symbol.size,
+                            file_offset,
+                        });
+                    }
+                }
                 self.non_functions.push((
                     symbol.name.clone(),
                     "the cold part of a function, split off by the compiler: entered by a jump, never called",
@@ -301,6 +341,7 @@ impl Symbols {
                     offset_in_function: 0,
                     ifunc: symbol.kind == object::elf::STT_GNU_IFUNC,
                     source,
+                    call: CallConv::C,
                 }),
                 (true, None) => self
                     .non_functions
@@ -315,6 +356,11 @@ impl Symbols {
     /// True for a program built by the Go toolchain.
     pub fn is_go(&self) -> bool {
         self.go
+    }
+
+    /// The Go release a Go program was built with, when it says.
+    pub fn go_version(&self) -> Option<golang::GoVersion> {
+        self.go_version
     }
 
     /// What unwinds through this file's functions ("C++ exception", "Rust panic"), if
@@ -380,10 +426,22 @@ fn elf_error(path: &Path, err: elf::ElfError) -> SymbolError {
 }
 
 /// `NAME.cold` or `NAME.cold.N`: a compiler-split cold fragment of NAME.
-fn is_cold_fragment(name: &str) -> bool {
-    let name = name.trim_end_matches(|c: char| c.is_ascii_digit());
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.ends_with(".cold")
+/// Returns NAME.
+fn cold_fragment_of(name: &str) -> Option<&str> {
+    let base = match name.rsplit_once('.') {
+        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => name,
+    };
+    base.strip_suffix(".cold")
+        .filter(|parent| !parent.is_empty())
+}
+
+/// A compiler-split cold part of a function (`NAME.cold`): its unlikely paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdPart {
+    pub address: u64,
+    pub size: u64,
+    pub file_offset: u64,
 }
 
 fn describe_type(st_type: u8) -> &'static str {
@@ -400,17 +458,17 @@ fn describe_type(st_type: u8) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::is_cold_fragment;
+    use super::cold_fragment_of;
 
     #[test]
     fn tells_cold_fragments_from_functions_and_clones() {
-        for cold in [
-            "main.cold",
-            "_Z15fixture_throwerl.cold",
-            "parse.cold.12",
-            "f.part.0.cold",
+        for (cold, parent) in [
+            ("main.cold", "main"),
+            ("_Z15fixture_throwerl.cold", "_Z15fixture_throwerl"),
+            ("parse.cold.12", "parse"),
+            ("f.part.0.cold", "f.part.0"),
         ] {
-            assert!(is_cold_fragment(cold), "{cold}");
+            assert_eq!(cold_fragment_of(cold), Some(parent), "{cold}");
         }
         for function in [
             "cold",
@@ -420,7 +478,7 @@ mod tests {
             "h.constprop.0",
             "coldest",
         ] {
-            assert!(!is_cold_fragment(function), "{function}");
+            assert_eq!(cold_fragment_of(function), None, "{function}");
         }
     }
 }

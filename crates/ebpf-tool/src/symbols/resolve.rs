@@ -302,6 +302,7 @@ impl Symbols {
                     offset_in_function: 0,
                     ifunc: false,
                     source: super::SymbolSource::Symtab,
+                    call: super::CallConv::C,
                 }
             }
         };

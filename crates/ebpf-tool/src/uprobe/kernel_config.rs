@@ -1,27 +1,87 @@
 //! A plan and its targets as the kernel programs' settings (`Config`): which steps run on
-//! each hit, the task filters, and the one `ProbeSpec` every probe reads. Pure, so each
-//! rule is unit-tested here; the loader later adds what only the running machine knows
-//! (task field offsets, wake-up batch, call slots).
+//! each hit, the task filters, and the `ProbeSpec` each probe reads: one in `Config`
+//! when every function takes its arguments the same way (the verifier then sees
+//! constants), else one per probe (`SPEC_PER_PROBE`: a Go program's assembly next to its
+//! Go functions). Pure, so each rule is unit-tested here; the loader later adds what
+//! only the running machine knows (task field offsets, wake-up batch, call slots).
 
 use std::num::NonZeroU32;
 
-use ebpf_tool_common::{Config, by, flags};
+use ebpf_tool_common::{Config, ProbeSpec, by, flags, pair_by};
 
 use super::{Plan, Targets};
 use crate::{
     cli::CountBy,
-    values::{ValueError, abi::Abi, probe_spec},
+    symbols::CallConv,
+    values::{
+        ValueError,
+        abi::{Abi, GoRegisters, GoStack},
+        probe_spec,
+    },
 };
 
-/// The settings for `plan` on `targets`; `tool_pid` is ebpf-tool's own pid, never traced.
+/// What the kernel programs are loaded with.
+#[derive(Debug, Clone)]
+pub struct KernelSettings {
+    pub config: Config,
+    /// Under `SPEC_PER_PROBE`, `specs[probe_id]`; else empty.
+    pub specs: Vec<ProbeSpec>,
+}
+
+/// A value that cannot be read in one of the functions.
+#[derive(Debug, thiserror::Error)]
+#[error("{function}: {source}")]
+pub struct SpecError {
+    function: String,
+    #[source]
+    source: ValueError,
+}
+
+/// The settings for `plan` on `targets`; `native` is the C calling convention of the
+/// machine, `tool_pid` ebpf-tool's own pid, never traced.
 pub fn kernel_config(
     plan: &Plan,
     targets: &Targets,
-    abi: &dyn Abi,
+    native: &dyn Abi,
     tool_pid: u32,
-) -> Result<Config, ValueError> {
+) -> Result<KernelSettings, SpecError> {
+    let spec_for = |call: CallConv| -> Result<ProbeSpec, ValueError> {
+        let abi: &dyn Abi = match call {
+            CallConv::C => native,
+            CallConv::GoRegisters => &GoRegisters,
+            CallConv::GoStack => &GoStack,
+        };
+        let mut spec = probe_spec(abi, &plan.format.layout, &plan.extras)?;
+        // Goroutines move between threads and their stacks move; ABI0 code (assembly)
+        // does neither while it runs, and keeps no goroutine in R14.
+        if call == CallConv::GoRegisters {
+            spec.pair_by = pair_by::GOROUTINE;
+        }
+        Ok(spec)
+    };
+    let mut conventions: Vec<CallConv> = targets.functions.iter().map(|f| f.call).collect();
+    conventions.sort_by_key(|c| *c as u8);
+    conventions.dedup();
+    let mut specs = Vec::new();
+    let spec = match conventions[..] {
+        [] => spec_for(CallConv::C),
+        [one] => spec_for(one),
+        _ => {
+            for function in &targets.functions {
+                specs.push(spec_for(function.call).map_err(|source| SpecError {
+                    function: function.label(),
+                    source,
+                })?);
+            }
+            Ok(specs[0])
+        }
+    }
+    .map_err(|source| SpecError {
+        function: plan.function_arg.clone(),
+        source,
+    })?;
     let mut config = Config {
-        spec: probe_spec(abi, &plan.format.layout, &plan.extras)?,
+        spec,
         // ebpf-tool cannot call into a file it has not mapped: no self-filter needed,
         // which spares the hot path a lookup.
         tool_tgid: if targets.mapped_by_self { tool_pid } else { 0 },
@@ -57,13 +117,18 @@ pub fn kernel_config(
         Some(CountBy::Tid) => by::TID,
         Some(CountBy::Comm) => by::COMM,
     };
+    if !specs.is_empty() {
+        config.flags |= flags::SPEC_PER_PROBE;
+    }
     if !plan.per_event {
         // Records are not written: carry no values (the filter and histogram have their
         // own specs).
-        config.spec.count = 0;
-        config.spec.slots = 0;
+        for spec in std::iter::once(&mut config.spec).chain(&mut specs) {
+            spec.count = 0;
+            spec.slots = 0;
+        }
     }
-    Ok(config)
+    Ok(KernelSettings { config, specs })
 }
 
 #[cfg(test)]
@@ -94,10 +159,13 @@ mod tests {
             offset_in_function: 0,
             ifunc: false,
             source: SymbolSource::Symtab,
+            call: Default::default(),
         };
         Targets {
             binary: "/bin/x".into(),
             functions: (0..functions as u64).map(function).collect(),
+            points: Vec::new(),
+            return_sites: false,
             labels: (0..functions).map(|i| format!("f{i}")).collect(),
             text_ranges: Vec::new(),
             notes: Vec::new(),
@@ -108,7 +176,9 @@ mod tests {
     }
 
     fn config(line: &str) -> Config {
-        kernel_config(&plan(line), &targets(1, true), &SysV64, 4242).unwrap()
+        kernel_config(&plan(line), &targets(1, true), &SysV64, 4242)
+            .unwrap()
+            .config
     }
 
     #[test]
@@ -175,7 +245,40 @@ mod tests {
             &SysV64,
             1,
         )
-        .unwrap();
+        .unwrap()
+        .config;
         assert_eq!((c.tool_tgid, c.probes), (0, 3));
+    }
+
+    #[test]
+    fn go_functions_read_go_registers_and_pair_by_goroutine() {
+        let mut t = targets(1, false);
+        t.functions[0].call = CallConv::GoRegisters;
+        let k = kernel_config(&plan("ebpf-tool uprobe x f -a 0,1 --ret"), &t, &SysV64, 1).unwrap();
+        assert!(k.specs.is_empty(), "one convention, one spec in CONFIG");
+        let spec = k.config.spec;
+        assert_eq!(
+            (spec.values[0].base, spec.values[1].base),
+            (x86_64::RAX, x86_64::RBX)
+        );
+        assert_eq!(
+            (spec.ret.base, spec.pair_by),
+            (x86_64::RAX, pair_by::GOROUTINE)
+        );
+    }
+
+    #[test]
+    fn mixed_conventions_get_a_spec_per_probe() {
+        let mut t = targets(3, false);
+        t.functions[1].call = CallConv::GoRegisters;
+        t.functions[2].call = CallConv::GoStack;
+        let k = kernel_config(&plan("ebpf-tool uprobe x f -a 0"), &t, &SysV64, 1).unwrap();
+        assert_ne!(k.config.flags & flags::SPEC_PER_PROBE, 0);
+        let bases: Vec<u8> = k.specs.iter().map(|s| s.values[0].base).collect();
+        assert_eq!(bases, [x86_64::RDI, x86_64::RAX, x86_64::RSP]);
+        assert_eq!(k.specs[2].values[0].displacement, 8);
+        // A stack-ABI function has no return register: --ret names it.
+        let err = kernel_config(&plan("ebpf-tool uprobe x f --ret"), &t, &SysV64, 1).unwrap_err();
+        assert!(err.to_string().starts_with("f2: "), "{err}");
     }
 }

@@ -10,9 +10,9 @@ mod report;
 mod run;
 mod targets;
 
-pub use kernel_config::kernel_config;
+pub use kernel_config::{KernelSettings, SpecError, kernel_config};
 pub use list::list;
-pub use plan::{Plan, PlanError, StackFiles};
+pub use plan::{Plan, PlanError, ReturnProbes, StackFiles};
 pub use prepared::Run;
 pub use run::run;
-pub use targets::{Targets, TargetsError, resolve_binary};
+pub use targets::{ProbePoints, Targets, TargetsError, resolve_binary};

@@ -23,6 +23,10 @@ pub enum PlanError {
     IntervalWithoutTable,
     #[error("--pid 0 is not a process")]
     NoPid,
+    #[error(
+        "--ret-sites and --uretprobes say how returns are probed: they need --ret or --latency"
+    )]
+    ReturnProbesWithoutReturns,
 }
 
 /// Where `--stacks` results go besides the terminal; created (never overwritten) only
@@ -41,6 +45,17 @@ pub struct TaskFilter {
     pub uid: Option<u32>,
     /// NUL-padded, as the kernel keeps a comm.
     pub comm: Option<[u8; COMM_LEN]>,
+}
+
+/// How a run sees returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnProbes {
+    /// Return sites where a uretprobe is unsafe (Go, code that unwinds), else uretprobes.
+    Auto,
+    /// Probes on the return instructions (`--ret-sites`).
+    Sites,
+    /// Uretprobes, even in code that unwinds (`--uretprobes`).
+    Uretprobes,
 }
 
 /// A validated `ebpf-tool uprobe` request.
@@ -62,6 +77,8 @@ pub struct Plan {
     pub per_event: bool,
     /// Also probe the returns (`--ret`, `--latency`).
     pub returns: bool,
+    /// How returns are seen.
+    pub return_probes: ReturnProbes,
     pub latency: bool,
     /// `--count`, grouped by this.
     pub count_by: Option<CountBy>,
@@ -76,6 +93,9 @@ impl Plan {
     pub fn from_args(args: &UprobeArgs) -> Result<Self, PlanError> {
         if args.interval.is_some() && !(args.count || args.hist.is_some() || args.latency) {
             return Err(PlanError::IntervalWithoutTable);
+        }
+        if (args.ret_sites || args.uretprobes) && !(args.ret || args.latency) {
+            return Err(PlanError::ReturnProbesWithoutReturns);
         }
         let comm = match &args.comm {
             Some(comm) if comm.len() >= COMM_LEN => {
@@ -114,11 +134,17 @@ impl Plan {
                 latency: args.latency,
             },
             extras: Extras {
+                ret: args.ret,
                 filter: args.filter.clone(),
                 hist: args.hist.clone(),
             },
             per_event: !aggregate_only,
             returns: args.ret || args.latency,
+            return_probes: match (args.ret_sites, args.uretprobes) {
+                (true, _) => ReturnProbes::Sites,
+                (_, true) => ReturnProbes::Uretprobes,
+                _ => ReturnProbes::Auto,
+            },
             latency: args.latency,
             count_by: args.count.then_some(args.by),
             stacks: args.stacks.then(|| StackFiles {

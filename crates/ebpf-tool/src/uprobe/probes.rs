@@ -9,7 +9,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use super::Run;
+use super::{ProbePoints, Run};
 use crate::{
     loader::{AttachPoint, LoadError, Loader, ProbeKind},
     output::{escape::printable, printer::Printer},
@@ -20,35 +20,70 @@ use crate::{
 /// upgrade writes it in many pieces).
 pub const SETTLE: Duration = Duration::from_millis(300);
 
-/// One attach point per probe id: `offsets[id]`, or none where a function is not
-/// probed (gone from a changed file).
-pub fn attach_points(path: &Path, offsets: impl Iterator<Item = Option<u64>>) -> Vec<AttachPoint> {
-    offsets
-        .enumerate()
-        .filter_map(|(index, offset)| {
-            Some(AttachPoint {
-                path: path.to_owned(),
-                offset: offset?,
-                cookie: index as u64,
-            })
-        })
-        .collect()
+/// The probes of each kind a run puts on: for each probe id with points (none where a
+/// function is gone from a changed file), its entry, and its returns as the run sees
+/// them. A function whose first instruction returns gets one probe for both, so the
+/// entry is always seen first.
+pub fn attach_points(
+    path: &Path,
+    points: &[(usize, &ProbePoints)],
+    returns: bool,
+    return_sites: bool,
+) -> Vec<(ProbeKind, Vec<AttachPoint>)> {
+    let mut kinds: Vec<(ProbeKind, Vec<AttachPoint>)> = Vec::new();
+    let mut add = |kind: ProbeKind, offset: u64, probe: usize| {
+        let point = AttachPoint {
+            path: path.to_owned(),
+            offset,
+            cookie: probe as u64,
+        };
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, list)) => list.push(point),
+            None => kinds.push((kind, vec![point])),
+        }
+    };
+    for &(probe, at) in points {
+        let entry_returns = return_sites && at.returns.contains(&at.entry);
+        if entry_returns {
+            add(ProbeKind::EntryReturnSite, at.entry, probe);
+        } else {
+            add(ProbeKind::Entry, at.entry, probe);
+        }
+        if returns && !return_sites {
+            add(ProbeKind::Return, at.entry, probe);
+        }
+        if returns && return_sites {
+            for &offset in at.returns.iter().filter(|&&o| o != at.entry) {
+                add(ProbeKind::ReturnSite, offset, probe);
+            }
+        }
+    }
+    kinds
 }
 
-/// Attaches the entry (and return) probes at `points`, saying which were refused.
+/// The points of every function of the run, under their probe ids.
+pub fn run_points(run: &Run) -> Vec<(ProbeKind, Vec<AttachPoint>)> {
+    let targets = &run.targets;
+    let points: Vec<(usize, &ProbePoints)> = targets.points.iter().enumerate().collect();
+    attach_points(
+        &targets.binary,
+        &points,
+        run.plan.returns,
+        targets.return_sites,
+    )
+}
+
+/// Attaches the probes of each kind, saying which were refused.
 pub fn attach(
     printer: &mut Printer,
     run: &Run,
     loader: &mut Loader,
-    points: &[AttachPoint],
+    kinds: &[(ProbeKind, Vec<AttachPoint>)],
 ) -> Result<(), LoadError> {
-    let (plan, targets) = (&run.plan, &run.targets);
+    let targets = &run.targets;
     let started = Instant::now();
-    let mut kinds = vec![ProbeKind::Entry];
-    if plan.returns {
-        kinds.push(ProbeKind::Return);
-    }
-    for kind in kinds {
+    for (kind, points) in kinds {
+        let (kind, points) = (*kind, points.as_slice());
         let mut report = loader.attach(kind, points)?;
         if report.attached == 0 && !report.failed.is_empty() {
             return Err(report.failed.swap_remove(0).1);
@@ -123,9 +158,12 @@ pub fn reattach(
     let (plan, targets) = (&run.plan, &run.targets);
     let resolved = crate::symbols::Symbols::read(&targets.binary)
         .map_err(anyhow::Error::from)
-        .and_then(|symbols| Ok(symbols.resolve(&plan.function_arg)?));
-    let functions = match resolved {
-        Ok(resolution) => resolution.functions,
+        .and_then(|symbols| {
+            let functions = symbols.resolve(&plan.function_arg)?.functions;
+            Ok((symbols, functions))
+        });
+    let (symbols, functions) = match resolved {
+        Ok(resolved) => resolved,
         Err(err) => {
             printer.warning(&format!(
                 "probes stay off: {} can no longer be traced: {err}",
@@ -134,17 +172,24 @@ pub fn reattach(
             return watch_file(printer, &targets.binary);
         }
     };
-    let offsets = targets.labels.iter().map(|label| {
-        functions
-            .iter()
-            .find(|f| &f.label() == label)
-            .map(|f| f.file_offset)
-    });
-    let points = attach_points(&targets.binary, offsets);
+    // Old probe ids, so events keep naming their functions; a function whose returns the
+    // new file hides counts as gone.
+    let found: Vec<(usize, ProbePoints)> = targets
+        .labels
+        .iter()
+        .enumerate()
+        .filter_map(|(probe, label)| {
+            let function = functions.iter().find(|f| &f.label() == label)?;
+            let (at, _) = ProbePoints::of(&symbols, function, targets.return_sites).ok()?;
+            Some((probe, at))
+        })
+        .collect();
+    let points: Vec<(usize, &ProbePoints)> = found.iter().map(|(p, at)| (*p, at)).collect();
     let missing = targets.labels.len() - points.len();
+    let kinds = attach_points(&targets.binary, &points, plan.returns, targets.return_sites);
     if points.is_empty() {
         printer.warning("probes stay off: the new file has none of the traced functions");
-    } else if let Err(err) = attach(printer, run, loader, &points) {
+    } else if let Err(err) = attach(printer, run, loader, &kinds) {
         printer.warning(&format!("probes stay off: {err}"));
     } else {
         printer.status(&format!(

@@ -21,7 +21,7 @@ use tokio::{
 
 use super::{
     Run,
-    probes::{SETTLE, attach, attach_points, file_changed, reattach, watch_file},
+    probes::{SETTLE, attach, file_changed, reattach, run_points, watch_file},
     report,
 };
 use crate::{
@@ -143,16 +143,12 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
     let (mut loader, channels) = Loader::load(
         &run.config,
         targets.functions.len(),
-        &[],
+        &run.specs,
         plan.noop,
         &run.tuning,
     )?;
-    let points = attach_points(
-        &targets.binary,
-        targets.functions.iter().map(|f| f.file_offset).map(Some),
-    );
     printer.skipped(&targets.skipped);
-    attach(printer, run, &mut loader, &points)?;
+    attach(printer, run, &mut loader, &run_points(run))?;
     let mut watch = watch_file(printer, &targets.binary);
     let stack_files = report::create_output_files(plan)?;
 
@@ -319,6 +315,12 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
             lost: losses.ringbuf_full + unwritten,
             uncounted: losses.counts_full + losses.stacks_failed + losses.unpaired,
             unreadable: losses.unreadable,
+            unreturned: losses.abandoned,
+            in_progress: if plan.returns {
+                aggregates.calls_in_progress()?
+            } else {
+                0
+            },
         },
         counts_full: losses.counts_full,
         stacks_failed: losses.stacks_failed,

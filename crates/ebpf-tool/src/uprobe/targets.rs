@@ -4,9 +4,9 @@
 
 use std::{num::NonZeroU32, ops::Range, path::PathBuf};
 
-use super::Plan;
+use super::{Plan, ReturnProbes};
 use crate::{
-    symbols::{FunctionSymbol, SymbolError, Symbols},
+    symbols::{FunctionSymbol, NoReturnSites, SymbolError, Symbols, golang::GoVersion},
     target::{self, TargetError},
 };
 
@@ -23,9 +23,58 @@ pub enum TargetsError {
     )]
     ReturnNeedsEntry { label: String },
     #[error(
-        "{path} is a Go program: --ret and --latency need uretprobes, which rewrite return addresses on the stack, and Go moves goroutine stacks, which would crash it; trace entries only (arguments, --count, --hist, --stacks)"
+        "{path} is a Go program: a uretprobe rewrites the return address on the stack, and Go moves goroutine stacks, which would crash it; drop --uretprobes (returns are then seen at return instructions)"
     )]
-    GoReturnProbes { path: PathBuf },
+    GoUretprobes { path: PathBuf },
+    #[error(
+        "{path} was built with Go {}.{}, which keeps the goroutine out of registers: --ret and --latency cannot pair returns with their calls (Go 1.17+ can); trace entries only",
+        version.0, version.1
+    )]
+    GoTooOldForReturns { path: PathBuf, version: GoVersion },
+    #[error("no return of '{function}' can be probed: {why}")]
+    NoReturnSites {
+        function: String,
+        why: NoReturnSites,
+    },
+}
+
+/// Where one function's probes go, as file offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbePoints {
+    /// The entry probe: the function's probe point, or past a Go stack check.
+    pub entry: u64,
+    /// With return sites: its return instructions (empty with uretprobes).
+    pub returns: Vec<u64>,
+}
+
+impl ProbePoints {
+    /// Where `function`'s probes go in the file `symbols` read; with `sites`, returns are
+    /// seen at its return instructions.
+    pub fn of(
+        symbols: &Symbols,
+        function: &FunctionSymbol,
+        sites: bool,
+    ) -> Result<(ProbePoints, usize), NoReturnSites> {
+        let entry = symbols.entry_probe_offset(function);
+        if !sites {
+            return Ok((
+                ProbePoints {
+                    entry,
+                    returns: Vec::new(),
+                },
+                0,
+            ));
+        }
+        let found = symbols.return_sites(function)?;
+        let unseen = found.other_exits + usize::from(!found.complete);
+        Ok((
+            ProbePoints {
+                entry,
+                returns: found.offsets,
+            },
+            unseen,
+        ))
+    }
 }
 
 /// The probe points of a run.
@@ -35,6 +84,10 @@ pub struct Targets {
     pub binary: PathBuf,
     /// The functions to probe; an event's `probe_id` indexes this list.
     pub functions: Vec<FunctionSymbol>,
+    /// Where each function's probes go (`points[probe_id]`).
+    pub points: Vec<ProbePoints>,
+    /// Returns are seen at return instructions (`--ret-sites`), not by uretprobes.
+    pub return_sites: bool,
     /// How events name each function (`labels[probe_id]`): demangled, with any offset.
     pub labels: Vec<String>,
     /// Link-time address ranges of the binary's code, for naming stack frames.
@@ -59,42 +112,66 @@ impl Targets {
         }
         let binary = resolve_binary(&plan.binary_arg, pid)?;
         let symbols = Symbols::read(&binary)?;
-        if plan.returns && symbols.is_go() {
-            return Err(TargetsError::GoReturnProbes { path: binary });
-        }
         let mut warnings = Vec::new();
-        if plan.returns
-            && let Some(unwinding) = symbols.unwinds()
-        {
-            warnings.push(format!(
-                "{} uses unwinding: a {unwinding} that propagates out of a function traced \
-                 with --ret/--latency aborts the program (the unwinder cannot step through the \
-                 kernel's uretprobe trampoline); trace only entries of functions that may be \
-                 unwound through",
-                binary.display()
-            ));
-        }
+        let mut notes = Vec::new();
+        let return_sites =
+            plan.returns && return_sites(plan, &symbols, &binary, &mut notes, &mut warnings)?;
         let resolution = symbols.resolve(&plan.function_arg)?;
-        let functions = resolution.functions;
+        notes.splice(0..0, resolution.notes);
+        let mut skipped: Vec<(String, String)> = resolution
+            .unprobeable
+            .into_iter()
+            .map(|(function, why)| (function.label(), why.to_string()))
+            .collect();
         if plan.returns
-            && let Some(inside) = functions.iter().find(|f| !f.at_entry())
+            && let Some(inside) = resolution.functions.iter().find(|f| !f.at_entry())
         {
             return Err(TargetsError::ReturnNeedsEntry {
                 label: inside.label(),
             });
+        }
+        let mut functions = Vec::new();
+        let mut points = Vec::new();
+        let mut leave_unseen = 0;
+        let mut no_sites = None;
+        for function in resolution.functions {
+            match ProbePoints::of(&symbols, &function, return_sites) {
+                Ok((at, unseen)) => {
+                    leave_unseen += usize::from(unseen > 0);
+                    functions.push(function);
+                    points.push(at);
+                }
+                Err(why) => {
+                    skipped.push((
+                        function.label(),
+                        format!("its returns cannot be seen: {why}"),
+                    ));
+                    no_sites.get_or_insert((function.label(), why));
+                }
+            }
+        }
+        if functions.is_empty()
+            && let Some((function, why)) = no_sites
+        {
+            return Err(TargetsError::NoReturnSites { function, why });
+        }
+        if leave_unseen > 0 {
+            notes.push(format!(
+                "{leave_unseen} of the functions can also leave by a tail jump (or by code the \
+                 probes cannot sit on): calls that do are not shown, and are counted as never \
+                 seen returning"
+            ));
         }
         Ok(Targets {
             labels: functions.iter().map(FunctionSymbol::label).collect(),
             mapped_by_self: target::mapped_by_self(&binary),
             binary,
             functions,
+            points,
+            return_sites,
             text_ranges: symbols.text_ranges(),
-            notes: resolution.notes,
-            skipped: resolution
-                .unprobeable
-                .into_iter()
-                .map(|(function, why)| (function.label(), why.to_string()))
-                .collect(),
+            notes,
+            skipped,
             warnings,
         })
     }
@@ -103,6 +180,62 @@ impl Targets {
     pub fn all_at_entry(&self) -> bool {
         self.functions.iter().all(FunctionSymbol::at_entry)
     }
+}
+
+/// Whether returns are seen at return instructions, saying why when it was not asked for.
+fn return_sites(
+    plan: &Plan,
+    symbols: &Symbols,
+    binary: &std::path::Path,
+    notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Result<bool, TargetsError> {
+    if symbols.is_go() {
+        if let Some(version) = symbols.go_version().filter(|v| !v.passes_registers()) {
+            return Err(TargetsError::GoTooOldForReturns {
+                path: binary.to_owned(),
+                version,
+            });
+        }
+        if plan.return_probes == ReturnProbes::Uretprobes {
+            return Err(TargetsError::GoUretprobes {
+                path: binary.to_owned(),
+            });
+        }
+        if plan.return_probes == ReturnProbes::Auto {
+            notes.push(
+                "Go program: returns are seen at each return instruction, paired with their \
+                 calls by goroutine (uretprobes would crash it when a goroutine's stack moves)"
+                    .into(),
+            );
+        }
+        return Ok(true);
+    }
+    let Some(unwinding) = symbols.unwinds() else {
+        return Ok(plan.return_probes == ReturnProbes::Sites);
+    };
+    Ok(match plan.return_probes {
+        ReturnProbes::Sites => true,
+        ReturnProbes::Auto => {
+            notes.push(format!(
+                "{} uses unwinding ({unwinding}s): returns are seen at each return instruction, \
+                 not by uretprobes, which abort the program when one unwinds through them \
+                 (--uretprobes to use them anyway)",
+                binary.display()
+            ));
+            true
+        }
+        ReturnProbes::Uretprobes => {
+            warnings.push(format!(
+                "{} uses unwinding: a {unwinding} that propagates out of a function traced \
+                 with uretprobes aborts the program (the unwinder cannot step through the \
+                 kernel's uretprobe trampoline); drop --uretprobes to see returns at return \
+                 instructions instead",
+                binary.display()
+            ));
+            false
+        }
+    })
 }
 
 /// BINARY as the traced process sees it with `-p`, else as we do.

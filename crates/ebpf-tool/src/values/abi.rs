@@ -25,20 +25,43 @@ pub enum ArgPlace {
 
 /// A calling convention.
 pub trait Abi {
-    /// Where integer argument `n` is at entry.
-    fn arg(&self, n: usize) -> ArgPlace;
-    /// The register that holds the (first word of the) return value.
-    fn return_register(&self) -> u8;
-    fn stack_pointer(&self) -> u8;
+    /// Where integer argument `n` is at entry; `None` where this convention cannot say.
+    fn arg(&self, n: usize) -> Option<ArgPlace>;
+    /// The register that holds the (first word of the) return value, if a register does.
+    fn return_register(&self) -> Option<u8>;
+    /// The instruction set it is a convention of.
+    fn machine(&self) -> Machine;
+}
+
+/// An instruction set: its stack pointer and the names of its registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    X86_64,
+    Aarch64,
+}
+
+impl Machine {
+    pub fn stack_pointer(self) -> u8 {
+        match self {
+            Machine::X86_64 => x86_64::RSP,
+            Machine::Aarch64 => aarch64::SP,
+        }
+    }
+
     /// A register by the name the user wrote.
-    fn register(&self, name: &str) -> Option<NamedRegister>;
+    pub fn register(self, name: &str) -> Option<NamedRegister> {
+        match self {
+            Machine::X86_64 => registers::x86_64(name),
+            Machine::Aarch64 => registers::aarch64(name),
+        }
+    }
 }
 
 /// x86-64 System V: rdi, rsi, rdx, rcx, r8, r9, then the stack above the return address.
 pub struct SysV64;
 
 impl Abi for SysV64 {
-    fn arg(&self, n: usize) -> ArgPlace {
+    fn arg(&self, n: usize) -> Option<ArgPlace> {
         const REGS: [u8; 6] = [
             x86_64::RDI,
             x86_64::RSI,
@@ -47,23 +70,19 @@ impl Abi for SysV64 {
             x86_64::R8,
             x86_64::R9,
         ];
-        match REGS.get(n) {
+        Some(match REGS.get(n) {
             Some(&reg) => ArgPlace::Register(reg),
             // At entry [rsp] is the return address; argument 6 is above it.
             None => ArgPlace::Stack(8 * (n as i64 - 6 + 1)),
-        }
+        })
     }
 
-    fn return_register(&self) -> u8 {
-        x86_64::RAX
+    fn return_register(&self) -> Option<u8> {
+        Some(x86_64::RAX)
     }
 
-    fn stack_pointer(&self) -> u8 {
-        x86_64::RSP
-    }
-
-    fn register(&self, name: &str) -> Option<NamedRegister> {
-        registers::x86_64(name)
+    fn machine(&self) -> Machine {
+        Machine::X86_64
     }
 }
 
@@ -71,24 +90,74 @@ impl Abi for SysV64 {
 pub struct Aapcs64;
 
 impl Abi for Aapcs64 {
-    fn arg(&self, n: usize) -> ArgPlace {
-        if n < 8 {
+    fn arg(&self, n: usize) -> Option<ArgPlace> {
+        Some(if n < 8 {
             ArgPlace::Register(aarch64::X0 + n as u8)
         } else {
             ArgPlace::Stack(8 * (n as i64 - 8))
-        }
+        })
     }
 
-    fn return_register(&self) -> u8 {
-        aarch64::X0
+    fn return_register(&self) -> Option<u8> {
+        Some(aarch64::X0)
     }
 
-    fn stack_pointer(&self) -> u8 {
-        aarch64::SP
+    fn machine(&self) -> Machine {
+        Machine::Aarch64
+    }
+}
+
+/// Go's register ABI on amd64 (ABIInternal, Go 1.17+). `-a N` is the Nth integer word
+/// of the arguments as the compiler assigns them: an int, a pointer or a bool takes one
+/// word, a string two (pointer, length), a slice three (pointer, length, capacity), an
+/// interface two (type, data); up to nine words go in RAX, RBX, RCX, RDI, RSI, R8, R9,
+/// R10, R11 (floats use X0-X14 and take no word). Words past the ninth, and arguments
+/// too big for the registers left, go on the stack, where their place depends on the
+/// whole signature: not supported.
+pub struct GoRegisters;
+
+/// The registers of Go's integer arguments and results, in order.
+pub const GO_INT_REGISTERS: [u8; 9] = [
+    x86_64::RAX,
+    x86_64::RBX,
+    x86_64::RCX,
+    x86_64::RDI,
+    x86_64::RSI,
+    x86_64::R8,
+    x86_64::R9,
+    x86_64::R10,
+    x86_64::R11,
+];
+
+impl Abi for GoRegisters {
+    fn arg(&self, n: usize) -> Option<ArgPlace> {
+        GO_INT_REGISTERS.get(n).map(|&reg| ArgPlace::Register(reg))
     }
 
-    fn register(&self, name: &str) -> Option<NamedRegister> {
-        registers::aarch64(name)
+    fn return_register(&self) -> Option<u8> {
+        Some(x86_64::RAX)
+    }
+
+    fn machine(&self) -> Machine {
+        Machine::X86_64
+    }
+}
+
+/// Go's stack ABI (ABI0: assembly functions, and every function before Go 1.17): the
+/// argument words lie above the return address, results after them.
+pub struct GoStack;
+
+impl Abi for GoStack {
+    fn arg(&self, n: usize) -> Option<ArgPlace> {
+        Some(ArgPlace::Stack(8 * (n as i64 + 1)))
+    }
+
+    fn return_register(&self) -> Option<u8> {
+        None
+    }
+
+    fn machine(&self) -> Machine {
+        Machine::X86_64
     }
 }
 
@@ -122,17 +191,20 @@ pub fn spec_of(abi: &dyn Abi, request: &ValueRequest) -> Result<ValueSpec, Value
 /// adds its offset to the address of the next read.
 fn innermost(abi: &dyn Abi, location: &Location) -> Result<ValueSpec, ValueError> {
     match location {
-        Location::Arg(n) => Ok(match abi.arg(*n) {
-            ArgPlace::Register(reg) => ValueSpec::register(reg, 8, false),
-            ArgPlace::Stack(offset) => ValueSpec {
-                base: abi.stack_pointer(),
-                displacement: offset,
-                reads: 1,
-                ..ValueSpec::NONE
+        Location::Arg(n) => Ok(
+            match abi.arg(*n).ok_or(ValueError::NoSuchArgument { n: *n })? {
+                ArgPlace::Register(reg) => ValueSpec::register(reg, 8, false),
+                ArgPlace::Stack(offset) => ValueSpec {
+                    base: abi.machine().stack_pointer(),
+                    displacement: offset,
+                    reads: 1,
+                    ..ValueSpec::NONE
+                },
             },
-        }),
+        ),
         Location::Register(name) => {
             let reg = abi
+                .machine()
                 .register(name)
                 .ok_or_else(|| ValueError::UnknownRegister { name: name.clone() })?;
             Ok(ValueSpec::register(reg.number, reg.size, false))
@@ -215,7 +287,24 @@ mod tests {
 
     #[test]
     fn aarch64_places() {
-        assert_eq!(Aapcs64.arg(7), ArgPlace::Register(7));
-        assert_eq!(Aapcs64.arg(9), ArgPlace::Stack(8));
+        assert_eq!(Aapcs64.arg(7), Some(ArgPlace::Register(7)));
+        assert_eq!(Aapcs64.arg(9), Some(ArgPlace::Stack(8)));
+    }
+
+    #[test]
+    fn go_places() {
+        let s = spec_of(&GoRegisters, &"1".parse().unwrap()).unwrap();
+        assert_eq!(s.base, x86_64::RBX);
+        assert_eq!(
+            spec_of(&GoRegisters, &"8".parse().unwrap()).unwrap().base,
+            x86_64::R11
+        );
+        assert_eq!(
+            spec_of(&GoRegisters, &"9".parse().unwrap()),
+            Err(ValueError::NoSuchArgument { n: 9 })
+        );
+        let s = spec_of(&GoStack, &"2".parse().unwrap()).unwrap();
+        assert_eq!((s.base, s.displacement, s.reads), (x86_64::RSP, 24, 1));
+        assert_eq!(GoStack.return_register(), None);
     }
 }

@@ -28,6 +28,18 @@ pub enum ValueError {
     TooDeep { key: String },
     #[error("an offset in '{key}' does not fit in 32 bits")]
     OffsetTooLarge { key: String },
+    #[error(
+        "argument word {n} is passed on the stack, where this function's calling convention does not say (Go: words 0-8 are in registers)"
+    )]
+    NoSuchArgument { n: usize },
+    #[error(
+        "this function returns its results on the stack (Go assembly, ABI0): --ret cannot show them"
+    )]
+    NoReturnRegister,
+    #[error(
+        "'{key}': gostr reads a Go string from two argument words (pointer, length) and needs an argument number, as in -a 0:gostr"
+    )]
+    GoStringNeedsArgument { key: String },
 }
 
 /// How a value is printed.
@@ -98,7 +110,7 @@ impl ValueLayout {
                 ValueType::Str => Display::Str {
                     slot: layout.take_slot(),
                 },
-                ValueType::Buf { .. } => Display::Buf {
+                ValueType::Buf { .. } | ValueType::GoStr => Display::Buf {
                     slot: layout.take_slot(),
                     len_value: 0, // below, once this value has its index
                 },
@@ -109,7 +121,15 @@ impl ValueLayout {
                 hidden: false,
                 request: request.clone(),
             });
-            if let ValueType::Buf { len_arg } = request.ty {
+            let len_arg = match (request.ty, &request.location) {
+                (ValueType::Buf { len_arg }, _) => Some(len_arg),
+                (ValueType::GoStr, Location::Arg(n)) => Some(n + 1),
+                (ValueType::GoStr, _) => {
+                    return Err(ValueError::GoStringNeedsArgument { key: request.key() });
+                }
+                _ => None,
+            };
+            if let Some(len_arg) = len_arg {
                 let buf = layout.values.len() - 1;
                 let len = layout.length_value(len_arg);
                 if let Display::Buf { len_value, .. } = &mut layout.values[buf].display {
@@ -164,6 +184,8 @@ impl ValueLayout {
 /// What a run computes in the kernel besides the layout's values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extras {
+    /// The return value is shown (`--ret`).
+    pub ret: bool,
     pub filter: Option<FilterRequest>,
     /// `--hist`: the value histogrammed.
     pub hist: Option<ValueRequest>,
@@ -196,7 +218,11 @@ pub fn probe_spec(
     spec.count = layout.values.len() as u32;
     spec.slots = layout.slots as u32;
     // What a function returns as a signed word, as `ret=` prints it.
-    spec.ret = ValueSpec::register(abi.return_register(), 8, true);
+    spec.ret = match abi.return_register() {
+        Some(reg) => ValueSpec::register(reg, 8, true),
+        None if extras.ret => return Err(ValueError::NoReturnRegister),
+        None => ValueSpec::NONE,
+    };
     if let Some(filter) = &extras.filter {
         let mut value = spec_of(abi, &filter.value)?;
         if filter.negative {
@@ -281,6 +307,7 @@ mod tests {
     fn the_probe_spec_places_slots_and_the_filter() {
         let l = layout(&["0:str", "1:buf:2"]);
         let extras = Extras {
+            ret: false,
             filter: Some("arg2:i32 < 0".parse().unwrap()),
             hist: Some("2".parse().unwrap()),
         };

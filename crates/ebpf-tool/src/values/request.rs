@@ -8,7 +8,7 @@
 //! VALUE    := LOCATION [":" TYPE]
 //! LOCATION := N | "argN" | "%REG" | OFFSET "(" LOCATION ")"
 //! OFFSET   := ["+" | "-"] (decimal | 0xhex)     memory at LOCATION + OFFSET
-//! TYPE     := u64 | i64 | u32 | i32 | u16 | i16 | u8 | i8 | hex | str | buf:N
+//! TYPE     := u64 | i64 | u32 | i32 | u16 | i16 | u8 | i8 | hex | str | buf:N | gostr
 //! FILTER   := LOCATION [":" TYPE] OP NUMBER     OP: == != < <= > >=
 //! ```
 //!
@@ -79,6 +79,8 @@ pub enum ValueType {
     Buf {
         len_arg: usize,
     },
+    /// A Go string: the pointer in this argument word, the length in the next.
+    GoStr,
 }
 
 impl ValueType {
@@ -87,7 +89,7 @@ impl ValueType {
         signed: false,
     };
 
-    const NAMES: [(&'static str, ValueType); 10] = [
+    const NAMES: [(&'static str, ValueType); 11] = [
         ("u64", ValueType::U64),
         (
             "i64",
@@ -140,6 +142,7 @@ impl ValueType {
         ),
         ("hex", ValueType::Hex),
         ("str", ValueType::Str),
+        ("gostr", ValueType::GoStr),
     ];
 
     fn parse(text: &str) -> Result<ValueType, String> {

@@ -78,14 +78,27 @@ pub fn build_rust_fixture(mangling: &str) -> PathBuf {
 
 /// Builds `tests/fixtures/go_fixture.go` with the Go toolchain (Debian's golang-go).
 pub fn build_go_fixture() -> PathBuf {
-    let out =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("go_fixture-{}", std::process::id()));
+    build_go_fixture_with(&[])
+}
+
+/// `build_go_fixture` with extra `go build` flags (`-ldflags=-s -w` strips it).
+pub fn build_go_fixture_with(flags: &[&str]) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let tag: String = flags
+        .iter()
+        .flat_map(|f| f.chars().filter(|c| c.is_ascii_alphanumeric()))
+        .collect();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("go_fixture{tag}-{}", std::process::id()));
     if !out.exists() {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/go_fixture.go");
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache");
         let partial = out.with_extension("partial");
         let status = Command::new("go")
-            .args(["build", "-o"])
+            .arg("build")
+            .args(flags)
+            .arg("-o")
             .arg(&partial)
             .arg(&source)
             .env("GOCACHE", &cache)
