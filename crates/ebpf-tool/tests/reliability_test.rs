@@ -411,6 +411,41 @@ fn signals_stop_the_run_under_flood_even_when_stdout_is_never_read() {
 }
 
 #[test]
+fn a_reader_that_leaves_while_output_waits_ends_the_run() {
+    require_root!();
+    // Measured before: the reader closing its end while a full queue waited for it
+    // left the run loop spinning on the broken pipe, deaf to Ctrl+C and its deadline.
+    let fixture = target_fixture();
+    let mut flood = Command::new(&fixture)
+        .args(["flood", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    for args in [
+        &["uprobe", path(&fixture), "fixture_target", "-a", "0"][..],
+        &["uprobe", path(&fixture), "fixture_target", "-d", "20"][..],
+    ] {
+        let (mut child, unread, stderr) = start_unread(args);
+        std::thread::sleep(Duration::from_millis(1500)); // the pipe and the queue fill
+        drop(unread);
+        let left = Instant::now();
+        let status = common::wait_timeout(&mut child, Duration::from_secs(10));
+        let took = left.elapsed();
+        let lines: Vec<String> = stderr.try_iter().collect();
+        assert!(status.success(), "{args:?}: {status:?} {lines:?}");
+        assert!(took < Duration::from_secs(5), "{args:?}: took {took:?}");
+        assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:?}");
+        eprintln!("{args:?}: exited {took:?} after its reader left");
+    }
+    assert!(
+        flood.try_wait().unwrap().is_none(),
+        "the traced program died"
+    );
+    flood.kill().unwrap();
+    let _ = flood.wait();
+}
+
+#[test]
 fn a_slow_reader_cannot_stretch_the_duration() {
     require_root!();
     use std::io::BufRead as _;

@@ -119,6 +119,13 @@ impl Sink {
 
     /// Whether a caller may add more: false while too much waits for the reader.
     pub fn has_room(&mut self) -> bool {
+        if self.state != State::Open {
+            // Nothing will ever be written: keep no bytes and never make anyone wait.
+            self.current.clear();
+            self.pending.clear();
+            self.pending_bytes = 0;
+            return true;
+        }
         if self.current.len() >= BATCH_BYTES {
             self.flush(true);
         }

@@ -171,6 +171,7 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
         StackSymbolizer::new(targets.binary.clone(), entries, targets.text_ranges.clone())
     });
     let duration = plan.duration;
+    let ends_at = duration.map(|d| Instant::now() + d);
     let deadline = async move {
         match duration {
             Some(duration) => tokio::time::sleep(duration).await,
@@ -265,6 +266,16 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
         }
         // What this turn produced goes out now, as a line printed by a blocking tool would.
         printer.flush(true);
+        if printer.output_closed() {
+            break Stop::StdoutClosed;
+        }
+        if ends_at.is_some_and(|at| Instant::now() >= at) {
+            break Stop::Duration;
+        }
+        // A branch that is always ready (a flood of records, a descriptor in error) would
+        // otherwise keep this task running without the runtime ever polling its signal
+        // and timer drivers: Ctrl+C and the deadline would never arrive.
+        tokio::task::yield_now().await;
     };
     let stopped = Instant::now();
     printer.keep_order(true);
