@@ -54,6 +54,9 @@ pub mod flags {
     /// ids and comm are read with plain loads through the task's BTF pointer instead of a
     /// helper call each.
     pub const TASK_FIELDS: u32 = 1 << 11;
+    /// Histograms are kept per group (`--latency`/`--hist` with `--by`) in `GROUP_HISTS`,
+    /// keyed as `COUNTS` is; a latency's group is taken at entry (`ENTRY_GROUPS`).
+    pub const GROUP_HISTS: u32 = 1 << 12;
 }
 
 /// `FilterSpec::op` values.
@@ -66,12 +69,17 @@ pub mod op {
     pub const GE: u32 = 5;
 }
 
-/// `Config::count_by` values: what `--count` groups calls by, besides the function.
+/// `Config::count_by` values: what `--count` (and grouped histograms) group calls by,
+/// besides the function.
 pub mod by {
     pub const FUNC: u32 = 0;
     pub const PID: u32 = 1;
     pub const TID: u32 = 2;
     pub const COMM: u32 = 3;
+    /// The number `ProbeSpec::group` reads.
+    pub const VALUE: u32 = 4;
+    /// The string `ProbeSpec::group` points to.
+    pub const STRING: u32 = 5;
 }
 
 /// Per-run settings, fixed before load. The kernel reads them from a frozen read-only map,
@@ -105,6 +113,9 @@ pub struct Config {
     pub task_comm_off: u32,
     /// A thread's slot in `CALL_SLOTS` is `tid & call_slot_mask` (slots - 1).
     pub call_slot_mask: u32,
+    /// Histograms per probe in `HISTS`: one each for `--latency` and `--hist`.
+    pub hists_per_probe: u32,
+    pub _pad: u32,
     /// The comm to match under `FILTER_COMM`, NUL-padded.
     pub comm: [u8; COMM_LEN],
 }
@@ -124,6 +135,8 @@ impl Config {
         task_pid_off: 0,
         task_comm_off: 0,
         call_slot_mask: CALL_SLOT_COUNT - 1,
+        hists_per_probe: 1,
+        _pad: 0,
         comm: [0; COMM_LEN],
     };
 }
@@ -135,5 +148,5 @@ impl Default for Config {
 }
 
 const _: () = assert!(
-    core::mem::size_of::<Config>() == core::mem::size_of::<ProbeSpec>() + 4 * 12 + COMM_LEN
+    core::mem::size_of::<Config>() == core::mem::size_of::<ProbeSpec>() + 4 * 14 + COMM_LEN
 );

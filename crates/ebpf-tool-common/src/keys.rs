@@ -2,9 +2,13 @@
 
 use crate::record::COMM_LEN;
 
-/// Buckets of a log2 histogram: bucket `b` holds values `v` with `64 - clz(v) == b`
-/// (0 holds 0, 1 holds 1, 2 holds 2..=3, ..., 64 holds 2^63..).
-pub const HIST_BUCKETS: usize = 65;
+/// Sub-buckets per power of two of a histogram (log-linear, as HDR histograms are):
+/// each bucket is at most 1/16 of its value wide, so percentiles land within ~3%.
+pub const HIST_SUB_BITS: u32 = 4;
+const HIST_SUBS: u64 = 1 << HIST_SUB_BITS;
+/// Buckets of a histogram: values below 16 have one each; then each power of two
+/// `[2^o, 2^(o+1))` has 16 of equal width (see `hist_bucket`).
+pub const HIST_BUCKETS: usize = ((64 - HIST_SUB_BITS as usize) + 1) * HIST_SUBS as usize;
 /// Slots after the buckets of each histogram: count, sum, min, max.
 pub const HIST_STATS: usize = 4;
 /// Slots per histogram: one `HISTS` value is `[u64; HIST_SLOTS]`.
@@ -13,20 +17,77 @@ pub const HIST_COUNT: usize = HIST_BUCKETS;
 pub const HIST_SUM: usize = HIST_BUCKETS + 1;
 pub const HIST_MIN: usize = HIST_BUCKETS + 2;
 pub const HIST_MAX: usize = HIST_BUCKETS + 3;
-/// Which histogram of a probe: `HISTS[probe_id * HISTS_PER_PROBE + which]`.
-pub const HISTS_PER_PROBE: usize = 2;
+/// Which histograms a probe has: `HISTS[probe_id * Config::hists_per_probe + which]`,
+/// where the latency histogram comes first when there is one.
 pub const HIST_LATENCY: usize = 0;
 pub const HIST_ARG: usize = 1;
 
-/// Key of `COUNTS` under `--count --by pid|tid|comm`; fields not grouped by are zero.
-/// 8-aligned so the kernel can copy the comm in two 8-byte loads.
+/// The bucket of `value`: itself below 16; else, with `o = floor(log2(value))`, the
+/// 16th of `[2^o, 2^(o+1))` it falls in. The kernel and the reader share this.
+#[inline(always)]
+pub fn hist_bucket(value: u64) -> usize {
+    if value < HIST_SUBS {
+        return value as usize;
+    }
+    let (mut rest, mut log2) = (value, 0u32);
+    for shift in [32u32, 16, 8, 4, 2, 1] {
+        if rest >> shift != 0 {
+            rest >>= shift;
+            log2 += shift;
+        }
+    }
+    let sub = (value >> (log2 - HIST_SUB_BITS)) & (HIST_SUBS - 1);
+    ((log2 - HIST_SUB_BITS + 1) as u64 * HIST_SUBS + sub) as usize
+}
+
+/// The smallest and largest value of bucket `bucket`.
+pub fn hist_bucket_range(bucket: usize) -> (u64, u64) {
+    let subs = HIST_SUBS as usize;
+    if bucket < subs {
+        return (bucket as u64, bucket as u64);
+    }
+    let log2 = (bucket / subs) as u32 + HIST_SUB_BITS - 1;
+    let sub = (bucket % subs) as u64;
+    let width = 1u64 << (log2 - HIST_SUB_BITS);
+    let low = (HIST_SUBS + sub) << (log2 - HIST_SUB_BITS);
+    (low, low + (width - 1))
+}
+
+/// Bytes of a string a group key holds (`--by argN:str`), NUL included.
+pub const GROUP_TEXT: usize = 64;
+
+/// Key of `COUNTS` (`--count --by ...`) and `GROUP_HISTS` (`--latency`/`--hist --by
+/// ...`): a probe and what its calls are grouped by; fields not grouped by are zero.
+/// 8-aligned so the kernel can copy a comm in two 8-byte loads.
 #[repr(C, align(8))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct CountKey {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GroupKey {
     pub probe_id: u32,
-    /// The pid or tid, when grouped by it.
-    pub id: u32,
-    pub comm: [u8; COMM_LEN],
+    /// In `GROUP_HISTS`, which histogram (`HIST_LATENCY`, `HIST_ARG`); 0 in `COUNTS`.
+    pub which: u32,
+    /// The pid, the tid or the value grouped by.
+    pub value: u64,
+    /// The comm, or the string grouped by (NUL-padded).
+    pub text: [u8; GROUP_TEXT],
+}
+
+/// `GroupKey::text[GROUP_UNREADABLE_MARK]` is 1 for a group whose value could not be
+/// read (a string always ends in NUL before it).
+pub const GROUP_UNREADABLE_MARK: usize = GROUP_TEXT - 1;
+
+impl GroupKey {
+    pub const EMPTY: GroupKey = GroupKey {
+        probe_id: 0,
+        which: 0,
+        value: 0,
+        text: [0; GROUP_TEXT],
+    };
+}
+
+impl Default for GroupKey {
+    fn default() -> Self {
+        Self::EMPTY
+    }
 }
 
 /// Key of `STACK_COUNTS`: one user stack of one process reaching one function. The pid
@@ -61,6 +122,8 @@ pub mod maps {
     pub const STACKS: &str = "STACKS";
     pub const STACK_COUNTS: &str = "STACK_COUNTS";
     pub const SPECS: &str = "SPECS";
+    pub const GROUP_HISTS: &str = "GROUP_HISTS";
+    pub const ENTRY_GROUPS: &str = "ENTRY_GROUPS";
 }
 
 /// Slots of the per-CPU `LOST` array.

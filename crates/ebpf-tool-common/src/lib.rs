@@ -18,12 +18,12 @@ pub use spec::*;
 mod pod {
     use super::*;
     // SAFETY (all): `repr(C)`, `Copy`, made only of integers and arrays of integers with
-    // no padding (asserted for the records and specs; Config, CountKey, StackKey and Frame
+    // no padding (asserted for the records and specs; Config, GroupKey, StackKey and Frame
     // are laid out largest-first with smaller fields after), so any bit pattern of the
     // right size is a valid value.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for ProbeSpec {}
-    unsafe impl aya::Pod for CountKey {}
+    unsafe impl aya::Pod for GroupKey {}
     unsafe impl aya::Pod for StackKey {}
     unsafe impl aya::Pod for Frame {}
     unsafe impl aya::Pod for CallStack {}

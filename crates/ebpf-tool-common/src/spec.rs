@@ -138,6 +138,8 @@ pub struct ProbeSpec {
     pub ret: ValueSpec,
     /// The value `--hist` counts.
     pub hist: ValueSpec,
+    /// What calls are grouped by under `by::VALUE` / `by::STRING` (`--by argN[:str]`).
+    pub group: ValueSpec,
     pub filter: FilterSpec,
     pub count: u32,
     /// Byte slots the values fill (the run's record layout).
@@ -162,6 +164,7 @@ impl ProbeSpec {
         values: [ValueSpec::NONE; MAX_VALUES],
         ret: ValueSpec::NONE,
         hist: ValueSpec::NONE,
+        group: ValueSpec::NONE,
         filter: FilterSpec {
             rhs: 0,
             value: ValueSpec::NONE,
@@ -177,4 +180,4 @@ impl ProbeSpec {
 
 const _: () = assert!(core::mem::size_of::<ValueSpec>() == 40);
 const _: () = assert!(core::mem::size_of::<FilterSpec>() == 56);
-const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40 * (MAX_VALUES + 2) + 56 + 16);
+const _: () = assert!(core::mem::size_of::<ProbeSpec>() == 40 * (MAX_VALUES + 3) + 56 + 16);

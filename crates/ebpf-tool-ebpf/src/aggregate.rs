@@ -2,6 +2,7 @@
 //! histograms (`--hist`, and `--latency` at return) and user stacks (`--stacks`), all in
 //! per-CPU maps so no record crosses the ring.
 
+use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::bpf_probe_read_user,
@@ -9,12 +10,14 @@ use aya_ebpf::{
     programs::{ProbeContext, tracing::StackIdContext as _},
 };
 use ebpf_tool_common::{
-    COMM_LEN, CountKey, HIST_BUCKETS, HIST_COUNT, HIST_MAX, HIST_MIN, HIST_SUM, HISTS_PER_PROBE,
-    ProbeSpec, StackKey, by, flags, lost,
+    COMM_LEN, GROUP_TEXT, GROUP_UNREADABLE_MARK, GroupKey, HIST_ARG, HIST_COUNT, HIST_MAX,
+    HIST_MIN, HIST_SLOTS, HIST_SUM, ProbeSpec, StackKey, by, flags, hist_bucket, lost,
 };
 
 use crate::{
-    maps::{COUNTS, Cfg, FUNC_COUNTS, HISTS, STACK_COUNTS, STACKS, count_lost},
+    maps::{
+        COUNTS, Cfg, EMPTY_HIST, FUNC_COUNTS, GROUP_HISTS, HISTS, STACK_COUNTS, STACKS, count_lost,
+    },
     task::Task,
     values::{Regs, evaluate},
 };
@@ -28,21 +31,89 @@ pub struct Caller {
     pub probe_id: u32,
 }
 
-/// The aggregations done at entry.
+/// Whether this run groups calls by a key: counts by pid/tid/comm/value, or
+/// histograms per group.
 #[inline(always)]
-pub fn at_entry(cfg: Cfg, ctx: &ProbeContext, caller: Caller, regs: Regs, spec: &ProbeSpec) {
+pub fn grouped(cfg: Cfg) -> bool {
+    (cfg.flags & flags::COUNT != 0 && cfg.count_by != by::FUNC)
+        || cfg.flags & flags::GROUP_HISTS != 0
+}
+
+/// The aggregations done at entry; returns the call's group when the run groups (a
+/// latency is added to its group's histogram at the return).
+#[inline(always)]
+pub fn at_entry(
+    cfg: Cfg,
+    ctx: &ProbeContext,
+    caller: Caller,
+    regs: Regs,
+    spec: &ProbeSpec,
+) -> Option<GroupKey> {
+    let group = if grouped(cfg) {
+        Some(group_key(cfg, caller, regs, spec))
+    } else {
+        None
+    };
     if cfg.flags & flags::COUNT != 0 {
-        count_call(cfg, caller);
+        count_call(cfg, caller, group.as_ref());
     }
     if cfg.flags & flags::HIST_VALUE != 0 {
         match evaluate(regs, &spec.hist) {
-            Ok(value) => hist_add(caller.probe_id, ebpf_tool_common::HIST_ARG, value),
+            Ok(value) => match &group {
+                Some(group) if cfg.flags & flags::GROUP_HISTS != 0 => {
+                    group_hist_add(group, HIST_ARG, value)
+                }
+                _ => hist_add(cfg, caller.probe_id, HIST_ARG, value),
+            },
             Err(_) => count_lost(lost::UNREADABLE),
         }
     }
     if cfg.flags & flags::STACKS != 0 {
         stack(cfg, ctx, caller);
     }
+    group
+}
+
+/// What `caller`'s call is grouped under (`Config::count_by`).
+#[inline(always)]
+fn group_key(cfg: Cfg, caller: Caller, regs: Regs, spec: &ProbeSpec) -> GroupKey {
+    let mut key = GroupKey::EMPTY;
+    key.probe_id = caller.probe_id;
+    match cfg.count_by {
+        by::PID => key.value = caller.tgid as u64,
+        by::TID => key.value = caller.tid as u64,
+        by::COMM => caller.task.comm_into(cfg, key.text.as_mut_ptr().cast()),
+        by::VALUE => match evaluate(regs, &spec.group) {
+            Ok(value) => key.value = value,
+            Err(_) => unreadable(&mut key),
+        },
+        by::STRING => {
+            let read = match evaluate(regs, &spec.group) {
+                // SAFETY: the helper writes at most GROUP_TEXT bytes into the key's text.
+                Ok(pointer) => unsafe {
+                    bpf_probe_read_user_str(
+                        key.text.as_mut_ptr().cast(),
+                        GROUP_TEXT as u32,
+                        pointer as *const _,
+                    )
+                },
+                Err(_) => -1,
+            };
+            if read < 0 {
+                unreadable(&mut key);
+            }
+        }
+        _ => {}
+    }
+    key
+}
+
+/// Marks a group whose value could not be read, and counts it.
+#[inline(always)]
+fn unreadable(key: &mut GroupKey) {
+    key.text = [0; GROUP_TEXT];
+    key.text[GROUP_UNREADABLE_MARK] = 1;
+    count_lost(lost::UNREADABLE);
 }
 
 #[inline(always)]
@@ -92,25 +163,16 @@ fn return_address(ctx: &ProbeContext) -> u64 {
 }
 
 #[inline(always)]
-fn count_call(cfg: Cfg, caller: Caller) {
-    if cfg.count_by == by::FUNC {
-        if let Some(slot) = FUNC_COUNTS.get_ptr_mut(caller.probe_id) {
-            // SAFETY: a per-CPU slot; preemption is off while the program runs.
-            unsafe { *slot += 1 };
+fn count_call(cfg: Cfg, caller: Caller, group: Option<&GroupKey>) {
+    match group {
+        Some(key) if cfg.count_by != by::FUNC => add_to(&COUNTS, key, lost::COUNTS_FULL),
+        _ => {
+            if let Some(slot) = FUNC_COUNTS.get_ptr_mut(caller.probe_id) {
+                // SAFETY: a per-CPU slot; preemption is off while the program runs.
+                unsafe { *slot += 1 };
+            }
         }
-        return;
     }
-    let mut key = CountKey {
-        probe_id: caller.probe_id,
-        id: 0,
-        comm: [0; COMM_LEN],
-    };
-    match cfg.count_by {
-        by::PID => key.id = caller.tgid,
-        by::TID => key.id = caller.tid,
-        _ => caller.task.comm_into(cfg, &mut key.comm),
-    }
-    add_to(&COUNTS, &key, lost::COUNTS_FULL);
 }
 
 /// `map[key] += 1` on a per-CPU hash; a full table is counted, never ignored.
@@ -132,16 +194,53 @@ fn add_to<K>(map: &PerCpuHashMap<K, u64>, key: &K, when_full: u32) {
     }
 }
 
-/// Adds `value` to histogram `which` of probe `probe_id`.
+/// Adds `value` to histogram `which` (`HIST_LATENCY`, `HIST_ARG`) of probe `probe_id`.
 #[inline(always)]
-pub fn hist_add(probe_id: u32, which: usize, value: u64) {
-    let index = probe_id * HISTS_PER_PROBE as u32 + which as u32;
-    let Some(hist) = HISTS.get_ptr_mut(index) else {
-        return;
+pub fn hist_add(cfg: Cfg, probe_id: u32, which: usize, value: u64) {
+    // The latency histogram comes first; a value histogram is first when there is none.
+    let which = if which == HIST_ARG && cfg.flags & flags::HIST_LATENCY == 0 {
+        0
+    } else {
+        which as u32
+    };
+    let index = probe_id * cfg.hists_per_probe + which;
+    if let Some(hist) = HISTS.get_ptr_mut(index) {
+        // SAFETY: this CPU's copy of the histogram; preemption is off.
+        add_sample(unsafe { &mut *hist }, value);
+    }
+}
+
+/// Adds `value` to histogram `which` of `group`, creating it (zeroed) on first use; a
+/// full table is counted.
+#[inline(always)]
+pub fn group_hist_add(group: &GroupKey, which: usize, value: u64) {
+    let mut key = *group;
+    key.which = which as u32;
+    let hist = match GROUP_HISTS.get_ptr_mut(&key) {
+        Some(hist) => hist,
+        None => {
+            let Some(empty) = EMPTY_HIST.get_ptr(0) else {
+                return;
+            };
+            // SAFETY: a per-CPU value that is never written, so it stays zeroed.
+            let _ = GROUP_HISTS.insert(&key, unsafe { &*empty }, BPF_NOEXIST as u64);
+            match GROUP_HISTS.get_ptr_mut(&key) {
+                Some(hist) => hist,
+                None => {
+                    count_lost(lost::COUNTS_FULL);
+                    return;
+                }
+            }
+        }
     };
     // SAFETY: this CPU's copy of the histogram; preemption is off.
-    let hist = unsafe { &mut *hist };
-    if let Some(bucket) = hist.get_mut(log2_bucket(value)) {
+    add_sample(unsafe { &mut *hist }, value);
+}
+
+/// One sample into a histogram's buckets and stats.
+#[inline(always)]
+fn add_sample(hist: &mut [u64; HIST_SLOTS], value: u64) {
+    if let Some(bucket) = hist.get_mut(hist_bucket(value)) {
         *bucket += 1;
     }
     hist[HIST_COUNT] += 1;
@@ -152,25 +251,5 @@ pub fn hist_add(probe_id: u32, which: usize, value: u64) {
     }
     if value > hist[HIST_MAX] {
         hist[HIST_MAX] = value;
-    }
-}
-
-/// 0 for 0, else 1 + floor(log2(value)): bucket b holds [2^(b-1), 2^b).
-#[inline(always)]
-fn log2_bucket(value: u64) -> usize {
-    if value == 0 {
-        return 0;
-    }
-    let (mut v, mut bits) = (value, 1usize);
-    for shift in [32u32, 16, 8, 4, 2, 1] {
-        if v >> shift != 0 {
-            v >>= shift;
-            bits += shift as usize;
-        }
-    }
-    if bits > HIST_BUCKETS - 1 {
-        HIST_BUCKETS - 1
-    } else {
-        bits
     }
 }

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use ebpf_tool_common::{
-    CALL_SLOT_COUNT, CallStack, Config, CountKey, DeepKey, EVENTS_RING_BYTES, Frame, HIST_SLOTS,
-    HISTS_PER_PROBE, ProbeSpec, StackKey, lost,
+    CALL_SLOT_COUNT, CallStack, Config, DeepKey, EVENTS_RING_BYTES, Frame, GroupKey, HIST_SLOTS,
+    ProbeSpec, StackKey, lost,
 };
 
 /// This run's settings; the loader overwrites the whole struct before load.
@@ -74,13 +74,27 @@ pub static FUNC_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// `--count --by pid|tid|comm`.
 #[map]
-pub static COUNTS: PerCpuHashMap<CountKey, u64> = PerCpuHashMap::with_max_entries(65536, 0);
+pub static COUNTS: PerCpuHashMap<GroupKey, u64> = PerCpuHashMap::with_max_entries(65536, 0);
 
-/// Log2 histograms, `HISTS_PER_PROBE` per probe (loader-sized); one value is a whole
+/// Log-linear histograms, `Config::hists_per_probe` per probe (loader-sized); one value is a whole
 /// histogram so an update is one lookup.
 #[map]
-pub static HISTS: PerCpuArray<[u64; HIST_SLOTS]> =
-    PerCpuArray::with_max_entries(HISTS_PER_PROBE as u32, 0);
+pub static HISTS: PerCpuArray<[u64; HIST_SLOTS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Histograms per group (`--latency`/`--hist` with `--by`), keyed as `COUNTS` is plus
+/// which histogram (loader-sized).
+#[map]
+pub static GROUP_HISTS: PerCpuHashMap<GroupKey, [u64; HIST_SLOTS]> =
+    PerCpuHashMap::with_max_entries(1, 0);
+
+/// A zeroed histogram to insert from: too big for the 512-byte BPF stack.
+#[map]
+pub static EMPTY_HIST: PerCpuArray<[u64; HIST_SLOTS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The group of each call in progress whose latency is grouped, by its owner and stack
+/// pointer at entry (the pairing's key). LRU, so calls that never return age out.
+#[map]
+pub static ENTRY_GROUPS: LruHashMap<DeepKey, GroupKey> = LruHashMap::with_max_entries(1, 0);
 
 /// User stacks for `--stacks` (loader-sized).
 #[map]

@@ -37,6 +37,17 @@ pub struct CallKey {
     pub sp: u64,
 }
 
+impl CallKey {
+    /// The key of this call in maps kept per call in progress.
+    #[inline(always)]
+    pub fn deep(self) -> DeepKey {
+        DeepKey {
+            owner: self.owner,
+            stack_pointer: self.sp,
+        }
+    }
+}
+
 /// Where measured goroutine stack positions start: far above any distance from a
 /// stack's top, so deeper calls keep smaller values, as real stack pointers do.
 const GOROUTINE_BASE: u64 = 1 << 62;

@@ -77,6 +77,7 @@ pub fn needs_ids(cfg: Cfg) -> bool {
         || cfg.target_tid != 0
         || cfg.flags & (flags::EMIT_EVENTS | flags::PAIR_RETURNS | flags::STACKS) != 0
         || (cfg.flags & flags::COUNT != 0 && cfg.count_by != by::FUNC)
+        || cfg.flags & flags::GROUP_HISTS != 0
 }
 
 /// Whether anything in this run looks at the task (its ids or its comm).

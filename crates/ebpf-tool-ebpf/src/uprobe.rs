@@ -42,7 +42,7 @@ mod programs {
 
     use crate::{
         aggregate::{self, Caller},
-        maps::{Cfg, config, has, spec_of},
+        maps::{Cfg, ENTRY_GROUPS, config, has, spec_of},
         pairing::{self, Popped},
         record::{Call, Return, Values, emit},
         task::{self, Task},
@@ -80,18 +80,26 @@ mod programs {
         };
         let regs = Regs(ctx.regs);
         let wanted = !has(cfg, flags::FILTER_VALUE) || filter_holds(regs, &spec.filter);
-        if wanted {
+        let group = if wanted {
             let caller = Caller {
                 task,
                 tgid,
                 tid,
                 probe_id,
             };
-            aggregate::at_entry(cfg, ctx, caller, regs, spec);
-        }
+            aggregate::at_entry(cfg, ctx, caller, regs, spec)
+        } else {
+            None
+        };
         if has(cfg, flags::PAIR_RETURNS) {
             if let Some(key) = pairing::call_key(spec, regs, tid, regs.stack_pointer()) {
                 pairing::push(cfg, key, regs, spec, wanted, timestamp(cfg));
+                if has(cfg, flags::GROUP_HISTS)
+                    && has(cfg, flags::HIST_LATENCY)
+                    && let Some(group) = group
+                {
+                    let _ = ENTRY_GROUPS.insert(&key.deep(), &group, 0);
+                }
             }
             return;
         }
@@ -156,7 +164,16 @@ mod programs {
                 }
                 let latency_ns = now.saturating_sub(frame.timestamp_ns);
                 if has(cfg, flags::HIST_LATENCY) {
-                    aggregate::hist_add(probe_id, HIST_LATENCY, latency_ns);
+                    if has(cfg, flags::GROUP_HISTS) {
+                        let deep = key.deep();
+                        // SAFETY: a map value, copied out before it is deleted.
+                        if let Some(group) = unsafe { ENTRY_GROUPS.get(&deep) }.copied() {
+                            let _ = ENTRY_GROUPS.remove(&deep);
+                            aggregate::group_hist_add(&group, HIST_LATENCY, latency_ns);
+                        }
+                    } else {
+                        aggregate::hist_add(cfg, probe_id, HIST_LATENCY, latency_ns);
+                    }
                 }
                 if has(cfg, flags::EMIT_EVENTS) {
                     let call = Call {

@@ -2,9 +2,9 @@
 //! value parser (a bad value is a usage error, exit 2); `uprobe::plan` validates how
 //! they combine.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::values::request::{FilterRequest, ValueRequest};
+use crate::values::request::{FilterRequest, ValueRequest, ValueType};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +30,10 @@ Examples:
       every malloc in every process for 5 seconds; arg0 is the requested size
   ebpf-tool uprobe libc getenv -a 0:str
       a library by name (from /etc/ld.so.cache); show the variable's name
+  ebpf-tool uprobe libc malloc free calloc --count
+      several functions in one run, counted per function
+  ebpf-tool uprobe libc openat --count --by arg1:str
+      which paths are opened most (a string argument as the key)
   ebpf-tool uprobe libssl 'SSL_*' --count
       every function matching a glob, counted per function
   ebpf-tool uprobe ./app 'geo::Circle::area' --ret
@@ -65,9 +69,10 @@ pub struct UprobeArgs {
 
     /// The function to trace: a symbol name (malloc), a demangled C++ or Rust name
     /// (geo::Circle::area, mycrate::module::function), a glob (SSL_*), FUNC+OFFSET, or a
-    /// hex address (0x1139); with --list, an optional pattern
-    #[arg(value_name = "FUNCTION", required_unless_present = "list")]
-    pub function: Option<String>,
+    /// hex address (0x1139); several in one run (malloc free 'str*'), one summary; with
+    /// --list, an optional pattern
+    #[arg(value_name = "FUNCTION", required_unless_present = "list", num_args = 1..)]
+    pub functions: Vec<String>,
 
     /// List the functions of BINARY that can be traced (matching FUNCTION, a glob or a
     /// substring, when given), with their file offsets, and exit
@@ -110,9 +115,12 @@ pub struct UprobeArgs {
     #[arg(short, long = "args", value_name = "VALUE", value_delimiter = ',', value_parser = parse_value)]
     pub args: Vec<ValueRequest>,
 
-    /// Also probe the return: each call is reported when it returns, with ret=
-    #[arg(long)]
-    pub ret: bool,
+    /// Also probe the return: each call is reported when it returns, with ret=, read as
+    /// TYPE: i64 (default), u64, i32, u32, i16, u16, i8, u8, hex, or str (the C string a
+    /// returned pointer points to)
+    #[arg(long, value_name = "TYPE", num_args = 0..=1, default_missing_value = "i64",
+          value_parser = parse_return_type)]
+    pub ret: Option<ValueType>,
 
     /// Time each call (entry to return, per thread); print latency_ns= per call and a
     /// histogram at the end
@@ -136,9 +144,11 @@ pub struct UprobeArgs {
     #[arg(long)]
     pub count: bool,
 
-    /// What --count groups by, besides the function
-    #[arg(long, value_enum, value_name = "KEY", default_value_t = CountBy::Func, requires = "count")]
-    pub by: CountBy,
+    /// What --count, --latency and --hist group calls by, besides the function: pid, tid,
+    /// comm, or a value the call has: argN, argN:str (a string, up to 63 bytes), any -a
+    /// VALUE that is a number or a string
+    #[arg(long, value_name = "KEY", default_value = "func", value_parser = parse_group)]
+    pub by: GroupBy,
 
     /// With --count, --hist or --latency: print the tables every SECS seconds too
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -175,12 +185,36 @@ pub struct UprobeArgs {
     pub noop: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CountBy {
+/// What `--count` and the histograms group calls by, besides the function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupBy {
     Func,
     Pid,
     Tid,
     Comm,
+    /// A number or a string the call has (`arg0`, `arg1:str`, `+8(arg0):u32`).
+    Value(ValueRequest),
+}
+
+fn parse_group(text: &str) -> Result<GroupBy, String> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "func" => GroupBy::Func,
+        "pid" => GroupBy::Pid,
+        "tid" => GroupBy::Tid,
+        "comm" => GroupBy::Comm,
+        _ => {
+            let value =
+                parse_value(text).map_err(|e| format!("{e}; or one of func, pid, tid, comm"))?;
+            match value.ty {
+                ValueType::Int { .. } | ValueType::Hex | ValueType::Str => GroupBy::Value(value),
+                _ => return Err("--by groups by a number or a string (str)".into()),
+            }
+        }
+    })
+}
+
+fn parse_return_type(text: &str) -> Result<ValueType, String> {
+    ValueType::parse(text)
 }
 
 fn parse_value(text: &str) -> Result<ValueRequest, String> {

@@ -24,6 +24,7 @@ pub mod kernel_btf;
 pub mod loader;
 pub mod output;
 pub mod privilege;
+pub mod suggest;
 pub mod symbolize;
 pub mod symbols;
 pub mod target;

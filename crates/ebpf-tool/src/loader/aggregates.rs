@@ -3,7 +3,7 @@
 //! can still be read.
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
-use ebpf_tool_common::{CallStack, CountKey, HIST_SLOTS, HISTS_PER_PROBE, StackKey, lost};
+use ebpf_tool_common::{CallStack, GroupKey, HIST_ARG, HIST_SLOTS, StackKey, lost};
 
 use super::LoadError;
 
@@ -11,14 +11,18 @@ use super::LoadError;
 pub struct Aggregates {
     pub(super) lost: PerCpuArray<MapData, u64>,
     pub(super) func_counts: PerCpuArray<MapData, u64>,
-    pub(super) counts: PerCpuHashMap<MapData, CountKey, u64>,
+    pub(super) counts: PerCpuHashMap<MapData, GroupKey, u64>,
     pub(super) hists: PerCpuArray<MapData, [u64; HIST_SLOTS]>,
+    pub(super) group_hists: PerCpuHashMap<MapData, GroupKey, [u64; HIST_SLOTS]>,
     pub(super) stacks: StackTraceMap<MapData>,
     pub(super) stack_counts: PerCpuHashMap<MapData, StackKey, u64>,
     /// The call stacks of `--ret`/`--latency`, read at the end for calls still open.
     pub(super) call_slots: Array<MapData, CallStack>,
     pub(super) calls: HashMap<MapData, u64, CallStack>,
     pub(super) probes: usize,
+    pub(super) hists_per_probe: usize,
+    /// A latency histogram comes first in each probe's; without it the value one is.
+    pub(super) has_latency_hist: bool,
 }
 
 /// The `LOST` slots, summed over CPUs.
@@ -31,6 +35,9 @@ pub struct Losses {
     pub unreadable: u64,
     pub abandoned: u64,
 }
+
+/// One histogram's bucket counts on each CPU.
+pub type PerCpuSlots = Vec<Vec<u64>>;
 
 impl Aggregates {
     pub fn losses(&self) -> Result<Losses, LoadError> {
@@ -70,7 +77,7 @@ impl Aggregates {
     }
 
     /// Calls per (probe, pid|tid|comm) key.
-    pub fn counts(&self) -> Result<Vec<(CountKey, u64)>, LoadError> {
+    pub fn counts(&self) -> Result<Vec<(GroupKey, u64)>, LoadError> {
         let mut rows = Vec::new();
         for entry in self.counts.iter() {
             let (key, per_cpu) = entry?;
@@ -81,13 +88,28 @@ impl Aggregates {
 
     /// One histogram's slots on every CPU: `[cpu][slot]`.
     pub fn hist_slots(&self, probe: usize, which: usize) -> Result<Vec<Vec<u64>>, LoadError> {
-        let index = (probe * HISTS_PER_PROBE + which) as u32;
+        let which = if which == HIST_ARG && !self.has_latency_hist {
+            0
+        } else {
+            which
+        };
+        let index = (probe * self.hists_per_probe + which) as u32;
         Ok(self
             .hists
             .get(&index, 0)?
             .iter()
             .map(|slots| slots.to_vec())
             .collect())
+    }
+
+    /// Histograms per (probe, group, which), each as its slots on every CPU.
+    pub fn group_hists(&self) -> Result<Vec<(GroupKey, PerCpuSlots)>, LoadError> {
+        let mut out = Vec::new();
+        for entry in self.group_hists.iter() {
+            let (key, per_cpu) = entry?;
+            out.push((key, per_cpu.iter().map(|slots| slots.to_vec()).collect()));
+        }
+        Ok(out)
     }
 
     /// Calls per (probe, stack, pid).

@@ -24,7 +24,7 @@ use aya::{
 };
 use ebpf_tool_common::{
     CALL_SLOT_COUNT, CONFIG_GLOBAL, Config, EVENTS_RING_BYTES, EVENTS_RING_BYTES_UNUSED,
-    HISTS_PER_PROBE, ProbeSpec, by, flags, maps,
+    HIST_SLOTS, ProbeSpec, by, flags, maps,
 };
 
 pub use aggregates::{Aggregates, Losses};
@@ -43,11 +43,16 @@ const ENTRY_RETURN_SITE_PROGRAM: &str = "hello_entry_retsite";
 const NOOP_ENTRY_PROGRAM: &str = "noop_uprobe";
 const NOOP_RETURN_PROGRAM: &str = "noop_uretprobe";
 
+/// The most kernel memory histograms may take (each is per CPU).
+const MAX_HIST_BYTES: u64 = 512 << 20;
 /// Distinct stacks kept under `--stacks`.
 const MAX_STACKS: u32 = 16384;
 /// Distinct (function, pid|tid|comm) keys `--count --by` can tell apart; more are counted
 /// as "not counted", never dropped silently.
 const MAX_COUNT_KEYS: u32 = 65536;
+/// Histograms `--latency`/`--hist --by` can keep (function, group, kind); more groups
+/// are counted as "not counted". Each is ~8 KB per CPU.
+const MAX_GROUP_HISTS: u32 = 2048;
 /// Threads that can be inside probed calls at once under `--ret`/`--latency` without a
 /// slot of their own in `CALL_SLOTS` (an LRU map).
 const MAX_THREADS_IN_CALLS: u32 = 16384;
@@ -99,6 +104,10 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Multi(#[from] multi::MultiError),
+    #[error(
+        "histograms for {probes} functions would take {mib} MiB of kernel memory (one per CPU each); narrow FUNCTION, or count instead (--count)"
+    )]
+    HistogramsTooBig { probes: usize, mib: u64 },
     #[error("{expected} probe specs were needed, {got} given")]
     Specs { expected: usize, got: usize },
 }
@@ -157,11 +166,27 @@ impl Loader {
             has(flags::COUNT) && config.count_by != by::FUNC,
             MAX_COUNT_KEYS,
         );
+        let group_hists = sized(has(flags::GROUP_HISTS), MAX_GROUP_HISTS);
+        let entry_groups = sized(
+            has(flags::GROUP_HISTS) && has(flags::HIST_LATENCY),
+            MAX_THREADS_IN_CALLS,
+        );
         let hashed_calls = sized(has(flags::PAIR_RETURNS), MAX_THREADS_IN_CALLS);
         let call_slots = sized(
             has(flags::PAIR_RETURNS),
             tuning.call_slots.unwrap_or(CALL_SLOT_COUNT),
         );
+        let hists = has(flags::HIST_LATENCY) || has(flags::HIST_VALUE);
+        let hist_slots = sized(hists, probes_u32 * config.hists_per_probe.max(1));
+        let hist_bytes = u64::from(hist_slots + group_hists)
+            * (HIST_SLOTS * 8) as u64
+            * aya::util::nr_cpus().map_or(1, |n| n as u64);
+        if hist_bytes > MAX_HIST_BYTES {
+            return Err(LoadError::HistogramsTooBig {
+                probes,
+                mib: hist_bytes >> 20,
+            });
+        }
         let ring_bytes = if has(flags::EMIT_EVENTS) {
             EVENTS_RING_BYTES
         } else {
@@ -171,11 +196,13 @@ impl Loader {
         let mut ebpf = machine::loader_without_kernel_btf()
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(maps::FUNC_COUNTS, probes_u32)
-            .map_max_entries(maps::HISTS, probes_u32 * HISTS_PER_PROBE as u32)
+            .map_max_entries(maps::HISTS, hist_slots)
             .map_max_entries(maps::EVENTS, ring_bytes)
             .map_max_entries(maps::STACKS, stack_slots)
             .map_max_entries(maps::STACK_COUNTS, stack_slots)
             .map_max_entries(maps::COUNTS, count_slots)
+            .map_max_entries(maps::GROUP_HISTS, group_hists)
+            .map_max_entries(maps::ENTRY_GROUPS, entry_groups)
             .map_max_entries(maps::CALLS, hashed_calls)
             .map_max_entries(maps::CALL_SLOTS, call_slots)
             .map_max_entries(
@@ -209,9 +236,12 @@ impl Loader {
             lost: PerCpuArray::try_from(take(maps::LOST)?)?,
             func_counts: PerCpuArray::try_from(take(maps::FUNC_COUNTS)?)?,
             counts: PerCpuHashMap::try_from(take(maps::COUNTS)?)?,
+            group_hists: PerCpuHashMap::try_from(take(maps::GROUP_HISTS)?)?,
             hists: PerCpuArray::try_from(take(maps::HISTS)?)?,
             stacks: StackTraceMap::try_from(take(maps::STACKS)?)?,
             stack_counts: PerCpuHashMap::try_from(take(maps::STACK_COUNTS)?)?,
+            hists_per_probe: config.hists_per_probe.max(1) as usize,
+            has_latency_hist: has(flags::HIST_LATENCY),
             call_slots: Array::try_from(take(maps::CALL_SLOTS)?)?,
             calls: aya::maps::HashMap::try_from(take(maps::CALLS)?)?,
             probes,

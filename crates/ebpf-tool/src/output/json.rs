@@ -4,11 +4,15 @@
 
 use std::io::{self, Write};
 
-use ebpf_tool_common::{KIND_CALL, RET_FAULT};
+use ebpf_tool_common::KIND_CALL;
 use serde::Serialize;
 
 use super::{
-    ArgValue, EventFormat, arg_values, hist::Histogram, stacks::StackRow, table::CountRow,
+    ArgValue, EventFormat, arg_values,
+    hist::Histogram,
+    return_value,
+    stacks::StackRow,
+    table::{CountRow, Group},
 };
 use crate::events::{Record, comm_bytes};
 
@@ -34,29 +38,25 @@ pub fn write_event(
         out.write_all(b",\"args\":{")?;
         let mut truncated = Vec::new();
         let mut unreadable = Vec::new();
+        let mut not_utf8 = Vec::new();
         for (n, (key, value)) in arg_values(format, record).enumerate() {
             if n > 0 {
                 out.write_all(b",")?;
             }
             write_json_string(out, key.as_bytes())?;
             out.write_all(b":")?;
+            write_json_value(out, &value)?;
+            if let ArgValue::Bytes { bytes, .. } = &value
+                && std::str::from_utf8(bytes).is_err()
+            {
+                not_utf8.push(key);
+            }
             match value {
-                ArgValue::Unsigned(v) => write!(out, "{v}")?,
-                ArgValue::Signed(v) => write!(out, "{v}")?,
-                ArgValue::Hex(v) => write!(out, "\"{v:#x}\"")?,
                 ArgValue::Bytes {
-                    bytes,
-                    truncated: cut,
-                } => {
-                    write_json_string(out, bytes)?;
-                    if cut {
-                        truncated.push(key);
-                    }
-                }
-                ArgValue::Unreadable => {
-                    out.write_all(b"null")?;
-                    unreadable.push(key);
-                }
+                    truncated: true, ..
+                } => truncated.push(key),
+                ArgValue::Unreadable => unreadable.push(key),
+                _ => {}
             }
         }
         out.write_all(b"}")?;
@@ -68,13 +68,17 @@ pub fn write_event(
             out.write_all(b",\"unreadable\":")?;
             serde_json::to_writer(&mut *out, &unreadable)?;
         }
-    }
-    if format.ret && event.at_return() {
-        if event.faults & (1 << RET_FAULT) != 0 {
-            out.write_all(b",\"ret\":null")?;
-        } else {
-            write!(out, ",\"ret\":{}", event.ret as i64)?;
+        // JSON strings hold text: say which values had bytes shown as U+FFFD.
+        if !not_utf8.is_empty() {
+            out.write_all(b",\"not_utf8\":")?;
+            serde_json::to_writer(&mut *out, &not_utf8)?;
         }
+    }
+    if event.at_return()
+        && let Some(ret) = return_value(format, record)
+    {
+        out.write_all(b",\"ret\":")?;
+        write_json_value(out, &ret)?;
     }
     if format.latency && event.kind == KIND_CALL {
         write!(out, ",\"latency_ns\":{}", event.latency_ns)?;
@@ -90,11 +94,7 @@ pub fn write_counts(out: &mut impl Write, by: Option<&str>, rows: &[CountRow]) -
         object.insert("type".into(), "count".into());
         object.insert("func".into(), row.func.clone().into());
         if let (Some(key), Some(group)) = (by, &row.group) {
-            let value = match group.parse::<u64>() {
-                Ok(n) if key != "comm" => n.into(),
-                _ => group.clone().into(),
-            };
-            object.insert(key.into(), value);
+            object.insert(key.into(), group.json());
         }
         object.insert("count".into(), row.count.into());
         serde_json::to_writer(&mut *out, &object)?;
@@ -108,22 +108,38 @@ struct HistLine<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     func: &'a str,
+    /// With `--by`: `{"arg0": "/etc/passwd"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<serde_json::Map<String, serde_json::Value>>,
     /// "latency_ns" or "argN".
     of: &'a str,
     p50: u64,
+    p90: u64,
     p99: u64,
     avg: u64,
     #[serde(flatten)]
     hist: &'a Histogram,
 }
 
-/// `{"type":"hist","func":"..","of":"latency_ns","count":..,"sum":..,"min":..,"max":..,"avg":..,"p50":..,"p99":..,"buckets":[..]}`
-pub fn write_hist(out: &mut impl Write, func: &str, of: &str, hist: &Histogram) -> io::Result<()> {
+/// `{"type":"hist","func":"..","of":"latency_ns","count":..,"sum":..,"min":..,"max":..,"avg":..,"p50":..,"p90":..,"p99":..,"buckets":[..]}`: buckets by power of two
+pub fn write_hist(
+    out: &mut impl Write,
+    func: &str,
+    group: Option<(&str, &Group)>,
+    of: &str,
+    hist: &Histogram,
+) -> io::Result<()> {
     let line = HistLine {
         kind: "hist",
         func,
+        group: group.map(|(key, value)| {
+            let mut object = serde_json::Map::new();
+            object.insert(key.into(), value.json());
+            object
+        }),
         of,
         p50: hist.percentile(50.0),
+        p90: hist.percentile(90.0),
         p99: hist.percentile(99.0),
         avg: hist.average(),
         hist,
@@ -188,6 +204,18 @@ pub fn write_summary(out: &mut impl Write, summary: &Summary) -> io::Result<()> 
     out.write_all(b"\n")
 }
 
+/// A value: numbers as numbers, hex as a string, strings as strings, an unreadable value
+/// or a NULL string as null.
+fn write_json_value(out: &mut impl Write, value: &ArgValue<'_>) -> io::Result<()> {
+    match value {
+        ArgValue::Unsigned(v) => write!(out, "{v}"),
+        ArgValue::Signed(v) => write!(out, "{v}"),
+        ArgValue::Hex(v) => write!(out, "\"{v:#x}\""),
+        ArgValue::Bytes { bytes, .. } => write_json_string(out, bytes),
+        ArgValue::Unreadable | ArgValue::Null => out.write_all(b"null"),
+    }
+}
+
 /// Bytes as a JSON string: UTF-8 where valid, U+FFFD where not; serde escapes controls.
 fn write_json_string(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     serde_json::to_writer(&mut *out, &String::from_utf8_lossy(bytes))?;
@@ -200,7 +228,10 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::{events::CallEvent, values::ValueLayout};
+    use crate::{
+        events::CallEvent,
+        values::{ValueLayout, request::ValueType},
+    };
 
     fn parse(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).expect("valid JSON")
@@ -209,8 +240,10 @@ mod tests {
     fn format(args: &[&str]) -> EventFormat {
         let requests: Vec<_> = args.iter().map(|a| a.parse().unwrap()).collect();
         EventFormat {
-            layout: ValueLayout::new(&requests).unwrap(),
-            ret: true,
+            layout: ValueLayout::new(&requests)
+                .unwrap()
+                .with_return(ValueType::parse("i64").unwrap())
+                .unwrap(),
             latency: true,
         }
     }
@@ -287,18 +320,20 @@ mod tests {
         let mut out = Vec::new();
         let rows = [CountRow {
             func: "malloc".into(),
-            group: Some("42".into()),
+            group: Some(Group::Number("42".into())),
             count: 3,
         }];
         write_counts(&mut out, Some("pid"), &rows).unwrap();
+        let mut fine = vec![0; ebpf_tool_common::HIST_BUCKETS];
+        fine[1] = 2;
         let hist = Histogram {
-            buckets: vec![0, 2],
+            fine,
             count: 2,
             sum: 2,
             min: 1,
             max: 1,
         };
-        write_hist(&mut out, "malloc", "arg0", &hist).unwrap();
+        write_hist(&mut out, "malloc", None, "arg0", &hist).unwrap();
         let stack = StackRow {
             func: "f".into(),
             comm: "c".into(),

@@ -9,7 +9,7 @@ pub mod stacks;
 pub mod table;
 pub mod text;
 
-use ebpf_tool_common::{SLOT_BYTES, SLOT_FAULT};
+use ebpf_tool_common::{RET_FAULT, SLOT_BYTES, SLOT_FAULT};
 
 use crate::{
     events::{Record, until_nul},
@@ -21,7 +21,6 @@ use crate::{
 pub struct EventFormat {
     /// The values records carry, and how each is shown.
     pub layout: ValueLayout,
-    pub ret: bool,
     pub latency: bool,
 }
 
@@ -39,6 +38,43 @@ pub enum ArgValue<'a> {
     /// A value (or the string behind it) that could not be read: a bad pointer, a page
     /// not faulted in. Never shown as a number or an empty string.
     Unreadable,
+    /// A string pointer that is NULL (a function returning no string).
+    Null,
+}
+
+/// The return value a record shows, as `--ret TYPE` says; None when not shown.
+pub fn return_value<'a>(format: &EventFormat, record: &Record<'a>) -> Option<ArgValue<'a>> {
+    let ret = format.layout.ret?;
+    let event = record.event;
+    if event.faults & (1 << RET_FAULT) != 0 {
+        return Some(ArgValue::Unreadable);
+    }
+    let raw = event.ret;
+    Some(match ret.display {
+        Display::Unsigned => ArgValue::Unsigned(sized(raw, ret.ty.bytes())),
+        Display::Signed => ArgValue::Signed(raw as i64),
+        Display::Hex => ArgValue::Hex(raw),
+        Display::Str { slot } | Display::Buf { slot, .. } => {
+            if raw == 0 {
+                ArgValue::Null
+            } else if event.faults & (1 << (SLOT_FAULT as usize + slot)) != 0 {
+                ArgValue::Unreadable
+            } else {
+                ArgValue::Bytes {
+                    bytes: until_nul(record.slots[slot]),
+                    truncated: event.truncated & (1 << slot) != 0,
+                }
+            }
+        }
+    })
+}
+
+/// `raw` cut to `bytes` bytes (the kernel zero-extends; this keeps it exact).
+fn sized(raw: u64, bytes: u8) -> u64 {
+    match bytes {
+        8 => raw,
+        n => raw & ((1u64 << (8 * n as u32)) - 1),
+    }
 }
 
 /// The values a record shows, as `(key, value)`, following `format`.

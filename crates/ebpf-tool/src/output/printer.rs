@@ -22,7 +22,7 @@ use super::{
     stacks,
     stacks::StackRow,
     table,
-    table::CountRow,
+    table::{CountRow, Group},
     text,
 };
 use crate::events::Record;
@@ -37,15 +37,41 @@ const TOP_STACKS: usize = 10;
 /// The in-kernel tables at one moment, as plain data.
 #[derive(Debug, Default)]
 pub struct Tables {
-    /// `--count`: the group column's name (pid, tid, comm) when grouped, and the rows.
-    pub counts: Option<(Option<&'static str>, Vec<CountRow>)>,
+    /// `--count`: the group column's name (pid, tid, comm, arg0) when grouped, and the
+    /// rows.
+    pub counts: Option<(Option<String>, Vec<CountRow>)>,
     pub hists: Vec<HistTable>,
+}
+
+impl Tables {
+    /// How many calls the tables account for: the count table's total, else the
+    /// histograms' samples; with the word for how ("counted", "timed", "measured").
+    pub fn calls_aggregated(&self, counted: bool) -> Option<(u64, &'static str)> {
+        if counted && let Some((_, rows)) = &self.counts {
+            return Some((rows.iter().map(|r| r.count).sum(), "counted"));
+        }
+        if self.hists.is_empty() {
+            return None;
+        }
+        let latency: u64 = self
+            .hists
+            .iter()
+            .filter(|h| h.of == HistOf::Latency)
+            .map(|h| h.hist.count)
+            .sum();
+        if self.hists.iter().any(|h| h.of == HistOf::Latency) {
+            return Some((latency, "timed"));
+        }
+        Some((self.hists.iter().map(|h| h.hist.count).sum(), "measured"))
+    }
 }
 
 /// One histogram of one function.
 #[derive(Debug)]
 pub struct HistTable {
     pub func: String,
+    /// With `--by`: the group's name (`arg0`, `comm`) and value.
+    pub group: Option<(String, Group)>,
     pub of: HistOf,
     pub hist: Histogram,
     /// Printed in text even when empty (a run of one function says "0 calls").
@@ -76,6 +102,8 @@ pub struct Announcement<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Closing {
     pub summary: json::Summary,
+    /// Without per-call lines: the calls the tables hold (counted, or timed), and which.
+    pub aggregated: Option<(u64, &'static str)>,
     /// Calls the kernel could not count (`--count --by` table full).
     pub counts_full: u64,
     pub stacks_failed: u64,
@@ -304,10 +332,13 @@ impl Printer {
             self.stdout.flush(true);
             return;
         }
-        let mut line = format!(
-            "ebpf-tool: {} events seen, {} printed, {} lost",
-            summary.seen, summary.printed, summary.lost
-        );
+        let mut line = match closing.aggregated {
+            Some((calls, how)) => format!("ebpf-tool: {calls} calls {how}"),
+            None => format!(
+                "ebpf-tool: {} events seen, {} printed, {} lost",
+                summary.seen, summary.printed, summary.lost
+            ),
+        };
         for (n, what) in [
             (closing.counts_full, "calls not counted (count table full)"),
             (closing.stacks_failed, "stacks not captured"),
@@ -360,9 +391,13 @@ impl Printer {
 fn render_tables(out: &mut Vec<u8>, tables: &Tables, json: bool) -> std::io::Result<()> {
     if let Some((group, rows)) = &tables.counts {
         if json {
-            json::write_counts(out, *group, rows)?;
+            json::write_counts(out, group.as_deref(), rows)?;
         } else {
-            table::write_text(out, group.map(str::to_uppercase).as_deref(), rows)?;
+            table::write_text(
+                out,
+                group.as_ref().map(|g| g.to_uppercase()).as_deref(),
+                rows,
+            )?;
         }
     }
     for table in &tables.hists {
@@ -372,26 +407,42 @@ fn render_tables(out: &mut Vec<u8>, tables: &Tables, json: bool) -> std::io::Res
             HistOf::Value(name) => name,
         };
         if json {
-            json::write_hist(out, &table.func, of, hist)?;
+            let group = table
+                .group
+                .as_ref()
+                .map(|(key, group)| (key.as_str(), group));
+            json::write_hist(out, &table.func, group, of, hist)?;
             continue;
         }
         if hist.count == 0 && !table.show_empty {
             continue;
         }
+        // `func` or `func arg0="/etc/passwd"`: which histogram this is.
+        let title = match &table.group {
+            Some((key, group)) => format!("{} {key}={}", table.func, group.shown()),
+            None => table.func.clone(),
+        };
         match &table.of {
             HistOf::Value(name) => {
-                writeln!(out, "\n{} {name}: {} calls", table.func, hist.count)?;
+                writeln!(
+                    out,
+                    "\n{title} {name}: {} calls, p50={} p90={} p99={}",
+                    hist.count,
+                    hist.percentile(50.0),
+                    hist.percentile(90.0),
+                    hist.percentile(99.0),
+                )?;
                 hist.write_text(out, "value")?;
             }
             HistOf::Latency => {
                 writeln!(
                     out,
-                    "\n{} latency: count={} min={} avg={} p50={} p99={} max={} (percentiles estimated from log2 buckets)",
-                    table.func,
+                    "\n{title} latency: count={} min={} avg={} p50={} p90={} p99={} max={}",
                     hist.count,
                     human_ns(hist.min),
                     human_ns(hist.average()),
                     human_ns(hist.percentile(50.0)),
+                    human_ns(hist.percentile(90.0)),
                     human_ns(hist.percentile(99.0)),
                     human_ns(hist.max),
                 )?;

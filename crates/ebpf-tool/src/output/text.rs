@@ -3,9 +3,11 @@
 
 use std::io::{self, Write};
 
-use ebpf_tool_common::RET_FAULT;
-
-use super::{ArgValue, EventFormat, arg_values, escape::write_escaped};
+use super::{
+    ArgValue, EventFormat, arg_values,
+    escape::{write_escaped, write_quoted},
+    return_value,
+};
 use crate::events::{Record, comm_bytes};
 
 /// Writes one event line. `function` is the name of the probed function it came from.
@@ -32,12 +34,9 @@ pub fn write_event(
             write_value(out, &value)?;
         }
     }
-    if format.ret {
-        if event.faults & (1 << RET_FAULT) != 0 {
-            out.write_all(b" ret=(unreadable)")?;
-        } else {
-            write!(out, " ret={}", event.ret as i64)?;
-        }
+    if let Some(ret) = return_value(format, record) {
+        out.write_all(b" ret=")?;
+        write_value(out, &ret)?;
     }
     if format.latency && !event.entry_unseen() {
         write!(out, " latency_ns={}", event.latency_ns)?;
@@ -54,10 +53,11 @@ fn write_value(out: &mut impl Write, value: &ArgValue<'_>) -> io::Result<()> {
         ArgValue::Hex(n) => write!(out, "{n:#x}"),
         ArgValue::Bytes { bytes, truncated } => {
             out.write_all(b"\"")?;
-            write_escaped(out, bytes)?;
+            write_quoted(out, bytes)?;
             out.write_all(if *truncated { b"\"..." } else { b"\"" })
         }
         ArgValue::Unreadable => out.write_all(b"(unreadable)"),
+        ArgValue::Null => out.write_all(b"(null)"),
     }
 }
 
@@ -66,13 +66,21 @@ mod tests {
     use ebpf_tool_common::{COMM_LEN, KIND_UNSEEN_ENTRY, MAX_SLOTS, SLOT_BYTES, SLOT_FAULT};
 
     use super::*;
-    use crate::{events::CallEvent, values::ValueLayout};
+    use crate::{
+        events::CallEvent,
+        values::{ValueLayout, request::ValueType},
+    };
 
     fn format(args: &[&str], ret: bool, latency: bool) -> EventFormat {
         let requests: Vec<_> = args.iter().map(|a| a.parse().unwrap()).collect();
+        let layout = ValueLayout::new(&requests).unwrap();
         EventFormat {
-            layout: ValueLayout::new(&requests).unwrap(),
-            ret,
+            layout: match ret {
+                true => layout
+                    .with_return(ValueType::parse("i64").unwrap())
+                    .unwrap(),
+                false => layout,
+            },
             latency,
         }
     }
@@ -142,7 +150,9 @@ mod tests {
         // arg3 is a buffer whose length (3, the hidden third value) keeps its NUL.
         assert_eq!(
             line(&rec, "f", &format(&["0:str", "1:buf:2"], false, false)),
-            "uprobe triggered! pid=42 tid=43 comm=app arg0=\"a\\x20\\x22b\\x22\\x0a\" arg1=\"lo\\x00\"... func=f\n"
+            r#"uprobe triggered! pid=42 tid=43 comm=app arg0="a \"b\"\n" arg1="lo\x00"... func=f"#
+                .to_owned()
+                + "\n"
         );
     }
 

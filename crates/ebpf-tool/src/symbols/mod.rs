@@ -13,7 +13,6 @@ pub mod golang;
 mod ifunc;
 pub mod probe_site;
 mod resolve;
-mod suggest;
 
 use std::{
     ops::Range,
@@ -114,7 +113,7 @@ pub enum SymbolError {
     Malformed { path: PathBuf, reason: String },
     #[error(
         "function '{symbol}' not found in {path} (searched {searched}){}",
-        suggest::did_you_mean(.suggestions)
+        crate::suggest::did_you_mean(.suggestions)
     )]
     NotFound {
         symbol: String,

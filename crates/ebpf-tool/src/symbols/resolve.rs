@@ -7,8 +7,9 @@ use std::collections::HashSet;
 
 use super::{
     FunctionSymbol, SymbolError, Symbols, demangle::same_signature, demangle::without_parameters,
-    ifunc, suggest,
+    ifunc,
 };
+use crate::suggest;
 
 /// The functions a FUNCTION resolved to, and what the user should know about how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,78 @@ fn parse_number(text: &str) -> Option<u64> {
 }
 
 impl Symbols {
+    /// Resolves several FUNCTIONs (`malloc free 'str*'`) into one set of probe points:
+    /// each must resolve on its own; a point two of them share is probed once, and said.
+    pub fn resolve_all(&self, specs: &[String]) -> Result<Resolution, SymbolError> {
+        let mut all = Resolution {
+            functions: Vec::new(),
+            notes: Vec::new(),
+            unprobeable: Vec::new(),
+        };
+        for spec in specs {
+            let resolution = self.resolve(spec)?;
+            all.functions.extend(resolution.functions);
+            all.notes.extend(resolution.notes);
+            all.unprobeable.extend(resolution.unprobeable);
+        }
+        all.functions = self.merge_same_code(all.functions, &mut all.notes);
+        let probed: HashSet<u64> = all.functions.iter().map(|f| f.file_offset).collect();
+        all.unprobeable
+            .retain(|(f, _)| !probed.contains(&f.file_offset));
+        all.unprobeable
+            .dedup_by(|a, b| a.0.file_offset == b.0.file_offset);
+        Ok(all)
+    }
+
+    /// One function per probe point. Names that land on one point (aliases, or IFUNCs
+    /// this CPU resolves to one implementation: `memcpy` and `memmove`) are probed once;
+    /// where they are different functions by name, a note says the count holds both.
+    fn merge_same_code(
+        &self,
+        functions: Vec<FunctionSymbol>,
+        notes: &mut Vec<String>,
+    ) -> Vec<FunctionSymbol> {
+        let mut kept: Vec<FunctionSymbol> = Vec::new();
+        let mut sharing: Vec<(usize, Vec<String>)> = Vec::new();
+        for function in functions {
+            match kept
+                .iter()
+                .position(|k| k.file_offset == function.file_offset)
+            {
+                Some(at) if kept[at].label() != function.label() => {
+                    match sharing.iter_mut().find(|(i, _)| *i == at) {
+                        Some((_, names)) if !names.contains(&function.label()) => {
+                            names.push(function.label())
+                        }
+                        Some(_) => {}
+                        None => sharing.push((at, vec![function.label()])),
+                    }
+                }
+                Some(_) => {}
+                None => kept.push(function),
+            }
+        }
+        for (at, others) in sharing {
+            let first = &kept[at];
+            let implementation = self
+                .functions
+                .iter()
+                .find(|f| {
+                    !f.ifunc && f.file_offset == first.file_offset && f.label() != first.label()
+                })
+                .map(|f| format!("{} ", f.label()))
+                .unwrap_or_default();
+            notes.push(format!(
+                "{} and {} run the same code on this CPU ({implementation}at file offset {:#x}): one probe, under the name {}, counts them all",
+                first.label(),
+                others.join(" and "),
+                first.file_offset,
+                first.label(),
+            ));
+        }
+        kept
+    }
+
     /// Resolves FUNCTION to probe points on which a probe is safe.
     pub fn resolve(&self, spec: &str) -> Result<Resolution, SymbolError> {
         if spec.len() > super::MAX_NAME_BYTES {
@@ -216,8 +289,7 @@ impl Symbols {
             }
         }
         // Two IFUNCs may pick one implementation (memcpy, memmove): one probe each place.
-        let mut offsets = HashSet::new();
-        functions.retain(|f| offsets.insert(f.file_offset));
+        let functions = self.merge_same_code(functions, &mut notes);
         if functions.is_empty() {
             return Err(SymbolError::NoMatch {
                 pattern: pattern.to_owned(),

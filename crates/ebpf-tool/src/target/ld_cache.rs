@@ -121,6 +121,63 @@ impl LdCache {
     }
 }
 
+impl LdCache {
+    /// Library names (sonames up to ".so", as a user types them) close to `name`: those
+    /// it is the start of (`libsqlite` -> `libsqlite3`), else the most similar, compared
+    /// without the "lib" every name shares.
+    pub fn close_names(&self, name: &str) -> Vec<String> {
+        let wanted = library_stem(name);
+        let mut stems: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(soname, _)| library_stem(soname).into_owned())
+            .collect();
+        stems.sort_unstable();
+        stems.dedup();
+        let longer: Vec<String> = stems
+            .iter()
+            .filter(|stem| stem.len() > wanted.len() && stem.starts_with(wanted.as_ref()))
+            .take(3)
+            .cloned()
+            .collect();
+        if !longer.is_empty() {
+            return longer;
+        }
+        let bare = |stem: &'_ str| stem.strip_prefix("lib").unwrap_or(stem).to_owned();
+        let bare_stems: Vec<String> = stems.iter().map(|s| bare(s)).collect();
+        let wanted = bare(&wanted);
+        // Short names are a typo or two apart (`libsll`), which similarity scores miss.
+        let typos = (wanted.len() / 4).max(1);
+        let mut near: Vec<(usize, &String)> = bare_stems
+            .iter()
+            .map(|stem| (strsim::osa_distance(&wanted, stem), stem))
+            .filter(|(distance, _)| *distance <= typos)
+            .collect();
+        near.sort();
+        let mut names: Vec<String> = near.iter().map(|(_, stem)| stem.to_string()).collect();
+        for close in crate::suggest::closest(&wanted, bare_stems.iter().map(String::as_str)) {
+            if !names.contains(&close) {
+                names.push(close);
+            }
+        }
+        names.truncate(3);
+        names
+            .into_iter()
+            .map(|close| format!("lib{close}"))
+            .collect()
+    }
+}
+
+/// `libsqlite3.so.0` -> `libsqlite3`; `sqlite` -> `libsqlite`.
+fn library_stem(name: &str) -> std::borrow::Cow<'_, str> {
+    let stem = name.split(".so").next().unwrap_or(name);
+    if stem.starts_with("lib") {
+        stem.into()
+    } else {
+        format!("lib{stem}").into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +226,21 @@ mod tests {
             vec![PathBuf::from("/nonexistent/libcap.so.2")]
         );
         assert!(cache.find("libnothing").is_empty());
+    }
+
+    #[test]
+    fn a_missing_library_name_gets_close_names() {
+        let cache = LdCache::parse(&image(&[
+            (OURS, "libsqlite3.so.0", "/nonexistent/libsqlite3.so.0"),
+            (OURS, "libsqlite3.so", "/nonexistent/libsqlite3.so"),
+            (OURS, "libssl.so.3", "/nonexistent/libssl.so.3"),
+            (OURS, "libz.so.1", "/nonexistent/libz.so.1"),
+        ]));
+        assert!(cache.find("libsqlite").is_empty());
+        assert_eq!(cache.close_names("libsqlite"), ["libsqlite3"]);
+        assert_eq!(cache.close_names("sqlite"), ["libsqlite3"]);
+        assert_eq!(cache.close_names("libsll"), ["libssl"]);
+        assert!(cache.close_names("libnothingatall").is_empty());
     }
 
     #[test]

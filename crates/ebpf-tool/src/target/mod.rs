@@ -27,8 +27,13 @@ pub use ld_cache::LdCache;
 pub enum TargetError {
     #[error("binary not found: {path} does not exist")]
     Missing { path: PathBuf },
-    #[error("binary not found: '{name}' is not a file, a program on $PATH or a library in {cache}")]
-    NotFound { name: String, cache: &'static str },
+    #[error("binary not found: '{name}' is not a file, a program on $PATH or a library in {cache}{}", crate::suggest::did_you_mean(.suggestions))]
+    NotFound {
+        name: String,
+        cache: &'static str,
+        /// Library names of the cache close to `name` (`libsqlite` -> `libsqlite3`).
+        suggestions: Vec<String>,
+    },
     #[error("'{name}' names several libraries; pick one by path: {}", .candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     Ambiguous {
         name: String,
@@ -223,9 +228,10 @@ fn locate(binary: &str) -> Result<PathBuf, TargetError> {
     if let Some(found) = search_path(binary) {
         return Ok(found);
     }
+    let mut suggestions = Vec::new();
     match LdCache::load_system() {
         Ok(cache) => match cache.find(binary).as_slice() {
-            [] => {}
+            [] => suggestions = cache.close_names(binary),
             [one] => return Ok(one.clone()),
             many => {
                 return Err(TargetError::Ambiguous {
@@ -243,6 +249,7 @@ fn locate(binary: &str) -> Result<PathBuf, TargetError> {
     Err(TargetError::NotFound {
         name: binary.to_owned(),
         cache: ld_cache::SYSTEM_CACHE,
+        suggestions,
     })
 }
 

@@ -11,12 +11,13 @@ use ebpf_tool_common::{Config, ProbeSpec, by, flags, pair_by};
 
 use super::{Plan, Targets};
 use crate::{
-    cli::CountBy,
+    cli::GroupBy,
     symbols::CallConv,
     values::{
         ValueError,
         abi::{Abi, GoRegisters, GoStack},
         probe_spec,
+        request::ValueType,
     },
 };
 
@@ -100,7 +101,7 @@ pub fn kernel_config(
     set(flags::EMIT_EVENTS, plan.per_event);
     set(flags::PAIR_RETURNS, plan.returns);
     set(flags::HIST_LATENCY | flags::TIMESTAMPS, plan.latency);
-    set(flags::COUNT, plan.count_by.is_some());
+    set(flags::COUNT, plan.count);
     set(flags::HIST_VALUE, plan.extras.hist.is_some());
     set(flags::STACKS, plan.stacks.is_some());
     set(flags::CALLER_AT_ENTRY, targets.all_at_entry());
@@ -111,12 +112,20 @@ pub fn kernel_config(
         config.flags |= flags::FILTER_COMM;
         config.comm = comm;
     }
-    config.count_by = match plan.count_by {
-        None | Some(CountBy::Func) => by::FUNC,
-        Some(CountBy::Pid) => by::PID,
-        Some(CountBy::Tid) => by::TID,
-        Some(CountBy::Comm) => by::COMM,
+    config.hists_per_probe =
+        (u32::from(plan.latency) + u32::from(plan.extras.hist.is_some())).max(1);
+    config.count_by = match &plan.group_by {
+        GroupBy::Func => by::FUNC,
+        GroupBy::Pid => by::PID,
+        GroupBy::Tid => by::TID,
+        GroupBy::Comm => by::COMM,
+        GroupBy::Value(value) if value.ty == ValueType::Str => by::STRING,
+        GroupBy::Value(_) => by::VALUE,
     };
+    let histograms = plan.latency || plan.extras.hist.is_some();
+    if histograms && plan.group_by != GroupBy::Func {
+        config.flags |= flags::GROUP_HISTS;
+    }
     if !specs.is_empty() {
         config.flags |= flags::SPEC_PER_PROBE;
     }

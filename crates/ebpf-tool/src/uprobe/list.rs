@@ -17,7 +17,7 @@ use crate::{
 pub fn list(args: &UprobeArgs) -> anyhow::Result<()> {
     let binary = resolve_binary(&args.binary, args.pid.and_then(NonZeroU32::new))?;
     let symbols = Symbols::read(&binary)?;
-    let functions = symbols.list(args.function.as_deref());
+    let functions = symbols.list(args.functions.first().map(String::as_str));
     let mut out = BufWriter::new(io::stdout().lock());
     let written = (|| -> io::Result<()> {
         for function in &functions {

@@ -8,7 +8,7 @@ use std::{num::NonZeroU32, path::PathBuf, time::Duration};
 use ebpf_tool_common::COMM_LEN;
 
 use crate::{
-    cli::{CountBy, UprobeArgs},
+    cli::{GroupBy, UprobeArgs},
     output::EventFormat,
     values::{Extras, ValueError, ValueLayout, request::ValueRequest},
 };
@@ -21,6 +21,8 @@ pub enum PlanError {
     CommTooLong { comm: String, len: usize },
     #[error("--interval needs something to report: --count, --hist or --latency")]
     IntervalWithoutTable,
+    #[error("--by groups what is counted or timed: it needs --count, --latency or --hist")]
+    GroupWithoutTable,
     #[error("--pid 0 is not a process")]
     NoPid,
     #[error(
@@ -63,8 +65,10 @@ pub enum ReturnProbes {
 pub struct Plan {
     /// BINARY as the user wrote it.
     pub binary_arg: String,
-    /// FUNCTION as the user wrote it.
+    /// FUNCTION as the user wrote it, space-separated when several.
     pub function_arg: String,
+    /// Each FUNCTION.
+    pub function_args: Vec<String>,
     pub tasks: TaskFilter,
     /// `None` runs until Ctrl+C or SIGTERM.
     pub duration: Option<Duration>,
@@ -80,8 +84,10 @@ pub struct Plan {
     /// How returns are seen.
     pub return_probes: ReturnProbes,
     pub latency: bool,
-    /// `--count`, grouped by this.
-    pub count_by: Option<CountBy>,
+    /// `--count`: calls counted in the kernel.
+    pub count: bool,
+    /// What counts and histograms are grouped by (`--by`).
+    pub group_by: GroupBy,
     /// `--stacks`, with its output files.
     pub stacks: Option<StackFiles>,
     pub json: bool,
@@ -94,7 +100,10 @@ impl Plan {
         if args.interval.is_some() && !(args.count || args.hist.is_some() || args.latency) {
             return Err(PlanError::IntervalWithoutTable);
         }
-        if (args.ret_sites || args.uretprobes) && !(args.ret || args.latency) {
+        if args.by != GroupBy::Func && !(args.count || args.latency || args.hist.is_some()) {
+            return Err(PlanError::GroupWithoutTable);
+        }
+        if (args.ret_sites || args.uretprobes) && !(args.ret.is_some() || args.latency) {
             return Err(PlanError::ReturnProbesWithoutReturns);
         }
         let comm = match &args.comm {
@@ -111,12 +120,16 @@ impl Plan {
             }
             None => None,
         };
-        let layout = ValueLayout::new(&args.args)?;
+        let mut layout = ValueLayout::new(&args.args)?;
+        if let Some(ty) = args.ret {
+            layout = layout.with_return(ty)?;
+        }
         let aggregate_only =
             args.count || args.hist.is_some() || args.stacks || args.quiet || args.noop;
         Ok(Plan {
             binary_arg: args.binary.clone(),
-            function_arg: args.function.clone().unwrap_or_default(),
+            function_arg: args.functions.join(" "),
+            function_args: args.functions.clone(),
             tasks: TaskFilter {
                 pid: match args.pid {
                     Some(pid) => Some(NonZeroU32::new(pid).ok_or(PlanError::NoPid)?),
@@ -130,23 +143,26 @@ impl Plan {
             interval: args.interval.map(Duration::from_secs),
             format: EventFormat {
                 layout,
-                ret: args.ret,
                 latency: args.latency,
             },
             extras: Extras {
-                ret: args.ret,
+                group: match &args.by {
+                    GroupBy::Value(value) => Some(value.clone()),
+                    _ => None,
+                },
                 filter: args.filter.clone(),
                 hist: args.hist.clone(),
             },
             per_event: !aggregate_only,
-            returns: args.ret || args.latency,
+            returns: args.ret.is_some() || args.latency,
             return_probes: match (args.ret_sites, args.uretprobes) {
                 (true, _) => ReturnProbes::Sites,
                 (_, true) => ReturnProbes::Uretprobes,
                 _ => ReturnProbes::Auto,
             },
             latency: args.latency,
-            count_by: args.count.then_some(args.by),
+            count: args.count,
+            group_by: args.by.clone(),
             stacks: args.stacks.then(|| StackFiles {
                 folded: args.folded.clone(),
                 flamegraph: args.flamegraph.clone(),
@@ -178,13 +194,20 @@ mod tests {
     #[test]
     fn modes_decide_what_is_printed_and_probed() {
         let p = plan("ebpf-tool uprobe libc malloc").unwrap();
-        assert!(p.per_event && !p.returns && p.count_by.is_none());
+        assert!(p.per_event && !p.returns && !p.count);
         assert_eq!(p.format.layout.values.len(), 1, "arg0 by default");
         let p = plan("ebpf-tool uprobe libc malloc --latency -q").unwrap();
         assert!(!p.per_event && p.returns && p.latency);
         let p = plan("ebpf-tool uprobe libc malloc --count --by comm").unwrap();
-        assert_eq!(p.count_by, Some(CountBy::Comm));
+        assert_eq!((p.count, &p.group_by), (true, &GroupBy::Comm));
         assert!(!p.per_event);
+        let p = plan("ebpf-tool uprobe libc open --latency --by arg0:str").unwrap();
+        assert!(matches!(&p.group_by, GroupBy::Value(v) if v.key() == "arg0"));
+        assert!(p.extras.group.is_some());
+        assert_eq!(
+            plan("ebpf-tool uprobe libc open --by arg0"),
+            Err(PlanError::GroupWithoutTable)
+        );
         let p = plan("ebpf-tool uprobe libc read -a 0,1:str --filter arg2>=4096 --hist 2").unwrap();
         assert_eq!(p.format.layout.slots, 1);
         assert_eq!(p.hist_key().as_deref(), Some("arg2"));

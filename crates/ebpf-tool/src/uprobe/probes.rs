@@ -159,7 +159,7 @@ pub fn reattach(
     let resolved = crate::symbols::Symbols::read(&targets.binary)
         .map_err(anyhow::Error::from)
         .and_then(|symbols| {
-            let functions = symbols.resolve(&plan.function_arg)?.functions;
+            let functions = symbols.resolve_all(&plan.function_args)?.functions;
             Ok((symbols, functions))
         });
     let (symbols, functions) = match resolved {

@@ -7,41 +7,65 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ebpf_tool_common::{HIST_ARG, HIST_LATENCY};
+use ebpf_tool_common::{GROUP_UNREADABLE_MARK, GroupKey, HIST_ARG, HIST_LATENCY};
 
 use super::{Plan, Run};
 use crate::{
-    cli::CountBy,
-    events::comm_bytes,
+    cli::GroupBy,
+    events::until_nul,
     loader::{Aggregates, LoadError},
     output::{
         hist::Histogram,
         printer::{HistOf, HistTable, Tables},
         stacks::{self, StackRow},
-        table::{self, CountRow},
+        table::{self, CountRow, Group},
     },
+    values::request::ValueType,
 };
 
 /// The count table and histograms, as they stand now (cumulative since attach).
 pub fn tables(run: &Run, aggregates: &Aggregates) -> Result<Tables, LoadError> {
     let (plan, labels) = (&run.plan, &run.targets.labels);
+    let name = |probe: u32| {
+        labels
+            .get(probe as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("probe{probe}"))
+    };
     let mut tables = Tables::default();
-    if let Some(count_by) = plan.count_by {
-        let mut rows = count_rows(labels, aggregates, count_by)?;
+    if plan.count {
+        let mut rows = count_rows(&plan.group_by, aggregates, &name)?;
         table::sort_rows(&mut rows);
-        let group = match count_by {
-            CountBy::Func => None,
-            CountBy::Pid => Some("pid"),
-            CountBy::Tid => Some("tid"),
-            CountBy::Comm => Some("comm"),
-        };
-        tables.counts = Some((group, rows));
+        tables.counts = Some((group_name(&plan.group_by), rows));
+    }
+    if plan.group_by != GroupBy::Func {
+        // Histograms per group: as many as the groups seen, sorted by function and group.
+        let key = group_name(&plan.group_by).unwrap_or_default();
+        let mut grouped: Vec<HistTable> = aggregates
+            .group_hists()?
+            .into_iter()
+            .map(|(group, per_cpu)| HistTable {
+                func: name(group.probe_id),
+                group: Some((key.clone(), group_of(&plan.group_by, &group))),
+                of: if group.which as usize == HIST_LATENCY {
+                    HistOf::Latency
+                } else {
+                    HistOf::Value(plan.hist_key().unwrap_or_default())
+                },
+                hist: Histogram::from_per_cpu_slots(&per_cpu),
+                show_empty: false,
+            })
+            .collect();
+        grouped.sort_by(|a, b| (&a.func, &a.group).cmp(&(&b.func, &b.group)));
+        tables.hists = grouped;
+        return Ok(tables);
     }
     let show_empty = labels.len() == 1;
     for (probe, label) in labels.iter().enumerate() {
         if let Some(key) = plan.hist_key() {
             tables.hists.push(HistTable {
                 func: label.clone(),
+                group: None,
                 of: HistOf::Value(key),
                 hist: Histogram::from_per_cpu_slots(&aggregates.hist_slots(probe, HIST_ARG)?),
                 show_empty,
@@ -50,6 +74,7 @@ pub fn tables(run: &Run, aggregates: &Aggregates) -> Result<Tables, LoadError> {
         if plan.latency {
             tables.hists.push(HistTable {
                 func: label.clone(),
+                group: None,
                 of: HistOf::Latency,
                 hist: Histogram::from_per_cpu_slots(&aggregates.hist_slots(probe, HIST_LATENCY)?),
                 show_empty,
@@ -59,18 +84,52 @@ pub fn tables(run: &Run, aggregates: &Aggregates) -> Result<Tables, LoadError> {
     Ok(tables)
 }
 
+/// The name a group column or histogram title uses: `pid`, `comm`, `arg0`.
+fn group_name(group_by: &GroupBy) -> Option<String> {
+    Some(match group_by {
+        GroupBy::Func => return None,
+        GroupBy::Pid => "pid".into(),
+        GroupBy::Tid => "tid".into(),
+        GroupBy::Comm => "comm".into(),
+        GroupBy::Value(value) => value.key(),
+    })
+}
+
+/// A kernel group key as shown.
+fn group_of(group_by: &GroupBy, key: &GroupKey) -> Group {
+    if key.text[GROUP_UNREADABLE_MARK] != 0 {
+        return Group::Unreadable;
+    }
+    match group_by {
+        GroupBy::Func => Group::Number(String::new()),
+        GroupBy::Pid | GroupBy::Tid => Group::Number(key.value.to_string()),
+        GroupBy::Comm => Group::Name(until_nul(&key.text[..16]).to_vec()),
+        GroupBy::Value(value) => match value.ty {
+            ValueType::Str => Group::Text(until_nul(&key.text).to_vec()),
+            ValueType::Hex => Group::Number(format!("{:#x}", key.value)),
+            ValueType::Int { bytes, signed } => Group::Number(int_text(key.value, bytes, signed)),
+            _ => Group::Number(key.value.to_string()),
+        },
+    }
+}
+
+/// An integer of `bytes` bytes as its type prints it.
+fn int_text(raw: u64, bytes: u8, signed: bool) -> String {
+    let bits = 8 * u32::from(bytes);
+    if !signed {
+        return raw.to_string();
+    }
+    // Sign-extend from the value's width.
+    let shift = 64 - bits;
+    (((raw << shift) as i64) >> shift).to_string()
+}
+
 fn count_rows(
-    labels: &[String],
+    group_by: &GroupBy,
     aggregates: &Aggregates,
-    count_by: CountBy,
+    name: &impl Fn(u32) -> String,
 ) -> Result<Vec<CountRow>, LoadError> {
-    let name = |probe: u32| {
-        labels
-            .get(probe as usize)
-            .cloned()
-            .unwrap_or_else(|| format!("probe{probe}"))
-    };
-    if count_by == CountBy::Func {
+    if *group_by == GroupBy::Func {
         return Ok(aggregates
             .func_counts()?
             .into_iter()
@@ -88,10 +147,7 @@ fn count_rows(
         .into_iter()
         .map(|(key, count)| CountRow {
             func: name(key.probe_id),
-            group: Some(match count_by {
-                CountBy::Comm => String::from_utf8_lossy(comm_bytes(&key.comm)).into_owned(),
-                _ => key.id.to_string(),
-            }),
+            group: Some(group_of(group_by, &key)),
             count,
         })
         .collect())

@@ -304,7 +304,8 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
         Stop::StdoutClosed => unreachable!("returned above"),
     };
     printer.status(&format!("\n{why}\nUprobe detached."));
-    printer.tables(&report::tables(run, &aggregates)?);
+    let tables = report::tables(run, &aggregates)?;
+    printer.tables(&tables);
     if let Some(mut symbolizer) = symbolizer {
         symbolizer.update(&aggregates)?;
         let rows = stacks::merge_and_sort(symbolizer.rows(&aggregates, &targets.labels)?);
@@ -319,7 +320,14 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
     let losses = aggregates.losses()?;
     let printed = printer.printed();
     let unwritten = drained.read - printed + drained.discarded;
+    // A run that prints no lines says what its tables hold instead.
+    let aggregated = if plan.per_event {
+        None
+    } else {
+        tables.calls_aggregated(plan.count)
+    };
     let closing = Closing {
+        aggregated,
         summary: crate::output::json::Summary {
             seen: drained.read + drained.discarded + losses.ringbuf_full,
             printed,

@@ -116,7 +116,7 @@ impl Targets {
         let mut notes = Vec::new();
         let return_sites =
             plan.returns && return_sites(plan, &symbols, &binary, &mut notes, &mut warnings)?;
-        let resolution = symbols.resolve(&plan.function_arg)?;
+        let resolution = symbols.resolve_all(&plan.function_args)?;
         notes.splice(0..0, resolution.notes);
         let mut skipped: Vec<(String, String)> = resolution
             .unprobeable

@@ -40,6 +40,8 @@ pub enum ValueError {
         "'{key}': gostr reads a Go string from two argument words (pointer, length) and needs an argument number, as in -a 0:gostr"
     )]
     GoStringNeedsArgument { key: String },
+    #[error("--ret shows a number (u64, i64, u32, i32, u16, i16, u8, i8, hex) or a C string (str)")]
+    ReturnType,
 }
 
 /// How a value is printed.
@@ -75,6 +77,15 @@ pub struct ShownValue {
 pub struct ValueLayout {
     pub values: Vec<ShownValue>,
     pub slots: usize,
+    /// The return value, when shown (`--ret [TYPE]`).
+    pub ret: Option<ShownReturn>,
+}
+
+/// How the return value is read and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShownReturn {
+    pub ty: ValueType,
+    pub display: Display,
 }
 
 impl ValueLayout {
@@ -94,6 +105,7 @@ impl ValueLayout {
         let mut layout = ValueLayout {
             values: Vec::new(),
             slots: 0,
+            ret: None,
         };
         for request in requests {
             if layout
@@ -148,6 +160,24 @@ impl ValueLayout {
         Ok(layout)
     }
 
+    /// Shows the return value as `ty` (a string takes a byte slot).
+    pub fn with_return(mut self, ty: ValueType) -> Result<ValueLayout, ValueError> {
+        let display = match ty {
+            ValueType::Int { signed: true, .. } => Display::Signed,
+            ValueType::Int { .. } => Display::Unsigned,
+            ValueType::Hex => Display::Hex,
+            ValueType::Str => Display::Str {
+                slot: self.take_slot(),
+            },
+            ValueType::Buf { .. } | ValueType::GoStr => return Err(ValueError::ReturnType),
+        };
+        if self.slots > MAX_SLOTS {
+            return Err(ValueError::TooManySlots { got: self.slots });
+        }
+        self.ret = Some(ShownReturn { ty, display });
+        Ok(self)
+    }
+
     fn take_slot(&mut self) -> usize {
         self.slots += 1;
         self.slots - 1
@@ -184,8 +214,8 @@ impl ValueLayout {
 /// What a run computes in the kernel besides the layout's values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extras {
-    /// The return value is shown (`--ret`).
-    pub ret: bool,
+    /// `--by VALUE`: what calls are grouped by.
+    pub group: Option<ValueRequest>,
     pub filter: Option<FilterRequest>,
     /// `--hist`: the value histogrammed.
     pub hist: Option<ValueRequest>,
@@ -217,11 +247,19 @@ pub fn probe_spec(
     }
     spec.count = layout.values.len() as u32;
     spec.slots = layout.slots as u32;
-    // What a function returns as a signed word, as `ret=` prints it.
-    spec.ret = match abi.return_register() {
-        Some(reg) => ValueSpec::register(reg, 8, true),
-        None if extras.ret => return Err(ValueError::NoReturnRegister),
-        None => ValueSpec::NONE,
+    // The return value as `--ret TYPE` reads it (a signed word by default).
+    spec.ret = match (abi.return_register(), layout.ret) {
+        (Some(reg), None) => ValueSpec::register(reg, 8, true),
+        (Some(reg), Some(ret)) => {
+            let mut located = ValueSpec::register(reg, ret.ty.bytes(), ret.ty.signed());
+            if let Display::Str { slot } = ret.display {
+                located.bytes = bytes::CSTR;
+                located.slot = slot as u8;
+            }
+            located
+        }
+        (None, Some(_)) => return Err(ValueError::NoReturnRegister),
+        (None, None) => ValueSpec::NONE,
     };
     if let Some(filter) = &extras.filter {
         let mut value = spec_of(abi, &filter.value)?;
@@ -237,6 +275,9 @@ pub fn probe_spec(
     }
     if let Some(hist) = &extras.hist {
         spec.hist = spec_of(abi, hist)?;
+    }
+    if let Some(group) = &extras.group {
+        spec.group = spec_of(abi, group)?;
     }
     Ok(spec)
 }
@@ -307,7 +348,7 @@ mod tests {
     fn the_probe_spec_places_slots_and_the_filter() {
         let l = layout(&["0:str", "1:buf:2"]);
         let extras = Extras {
-            ret: false,
+            group: None,
             filter: Some("arg2:i32 < 0".parse().unwrap()),
             hist: Some("2".parse().unwrap()),
         };

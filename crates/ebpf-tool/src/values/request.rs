@@ -145,7 +145,7 @@ impl ValueType {
         ("gostr", ValueType::GoStr),
     ];
 
-    fn parse(text: &str) -> Result<ValueType, String> {
+    pub fn parse(text: &str) -> Result<ValueType, String> {
         if let Some(len) = text.strip_prefix("buf:") {
             let len_arg = parse_arg_number(len)
                 .ok_or_else(|| format!("'{len}' in buf:{len} is not an argument number"))?;

@@ -400,14 +400,38 @@ impl EventLine {
     }
 }
 
+/// A line's space-separated tokens, a quoted value (`"a \"b\" c"`, maybe followed by
+/// `...`) staying one token, as a logfmt reader splits it.
+pub fn logfmt_tokens(line: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut token = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    for c in line.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                tokens.push(std::mem::take(&mut token));
+                continue;
+            }
+            _ => {}
+        }
+        token.push(c);
+    }
+    tokens.push(token);
+    tokens.retain(|t| !t.is_empty());
+    tokens
+}
+
 /// The entry events among `lines`, in order.
 pub fn parse_events(lines: &[String]) -> Vec<EventLine> {
     lines
         .iter()
         .filter_map(|line| {
             let rest = line.split("uprobe triggered! ").nth(1)?;
-            let fields: Vec<(String, String)> = rest
-                .split(' ')
+            let fields: Vec<(String, String)> = logfmt_tokens(rest)
+                .iter()
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
