@@ -57,6 +57,9 @@ pub mod flags {
     /// Histograms are kept per group (`--latency`/`--hist` with `--by`) in `GROUP_HISTS`,
     /// keyed as `COUNTS` is; a latency's group is taken at entry (`ENTRY_GROUPS`).
     pub const GROUP_HISTS: u32 = 1 << 12;
+    /// Only tasks in the cgroup (v2) `Config::target_cgroup`: a command run by `-c` and
+    /// every process it starts.
+    pub const FILTER_CGROUP: u32 = 1 << 13;
 }
 
 /// `FilterSpec::op` values.
@@ -116,6 +119,8 @@ pub struct Config {
     /// Histograms per probe in `HISTS`: one each for `--latency` and `--hist`.
     pub hists_per_probe: u32,
     pub _pad: u32,
+    /// The cgroup id to match under `FILTER_CGROUP`.
+    pub target_cgroup: u64,
     /// The comm to match under `FILTER_COMM`, NUL-padded.
     pub comm: [u8; COMM_LEN],
 }
@@ -137,6 +142,7 @@ impl Config {
         call_slot_mask: CALL_SLOT_COUNT - 1,
         hists_per_probe: 1,
         _pad: 0,
+        target_cgroup: 0,
         comm: [0; COMM_LEN],
     };
 }
@@ -148,5 +154,5 @@ impl Default for Config {
 }
 
 const _: () = assert!(
-    core::mem::size_of::<Config>() == core::mem::size_of::<ProbeSpec>() + 4 * 14 + COMM_LEN
+    core::mem::size_of::<Config>() == core::mem::size_of::<ProbeSpec>() + 4 * 14 + 8 + COMM_LEN
 );

@@ -4,7 +4,7 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{self, bpf_get_current_task_btf},
 };
 use ebpf_tool_common::{COMM_LEN, by, flags};
@@ -99,6 +99,12 @@ pub fn wanted(cfg: Cfg, task: Task, tgid: u32, tid: u32) -> bool {
         return false;
     }
     if cfg.target_uid != u32::MAX && bpf_get_current_uid_gid() as u32 != cfg.target_uid {
+        return false;
+    }
+    // SAFETY: the helper takes no arguments and only reads the current task.
+    if cfg.flags & flags::FILTER_CGROUP != 0
+        && unsafe { bpf_get_current_cgroup_id() } != cfg.target_cgroup
+    {
         return false;
     }
     if cfg.flags & flags::FILTER_COMM != 0 {

@@ -53,6 +53,11 @@ Examples:
   ebpf-tool uprobe ./server 'main.(*Server).handle' --latency -a 1:gostr
       a Go method, stripped or not: Go's register ABI (-a N is argument word N; the
       receiver is word 0, a string two words), returns seen at its ret instructions
+  ebpf-tool uprobe -c 'ls -l /tmp' libc opendir -a 0:str
+      run a command and trace it (and what it starts) from its first instruction;
+      the run ends with it and exits with its status
+  ebpf-tool uprobe ./app libssl SSL_write -a 1:buf:2 -- ./app --port 8443
+      a library the command will load, resolved as its loader will
   ebpf-tool uprobe libc open --json -a 0:str | jq .
       one JSON object per line
 
@@ -98,6 +103,16 @@ pub struct UprobeArgs {
     /// Trace only tasks running as this uid
     #[arg(long, value_name = "UID", value_parser = clap::value_parser!(u32).range(..u32::MAX as i64))]
     pub uid: Option<u32>,
+
+    /// Run this command (split into words as a shell would) and trace it and every process
+    /// it starts from their first instruction; the run ends when it does, with its exit
+    /// status. Also: `-- CMD ARGS...` after the other arguments
+    #[arg(short = 'c', long = "command", value_name = "CMD", conflicts_with_all = ["pid", "command_args"])]
+    pub command: Option<String>,
+
+    /// The command to run, as with -c, given as words after `--`
+    #[arg(last = true, value_name = "CMD ARGS", conflicts_with = "pid")]
+    pub command_args: Vec<String>,
 
     /// Only calls whose value passes, e.g. 'arg0 > 4096', 'arg1 == 0', 'arg2:i32 < 0',
     /// '+8(arg0):u32 >= 16' (compared in the kernel, as the type says)

@@ -21,6 +21,7 @@ pub mod events;
 pub mod files;
 pub mod kernel;
 pub mod kernel_btf;
+pub mod launch;
 pub mod loader;
 pub mod output;
 pub mod privilege;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use ebpf_tool::{
     cli::{Cli, Command},
+    launch,
     tuning::Tuning,
     uprobe, values,
 };
@@ -15,7 +16,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             // Errors quote paths and names, which may hold control characters.
             eprintln!(
@@ -32,24 +33,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Uprobe(args) if args.list => uprobe::list(&args),
+        Command::Uprobe(args) if args.list => uprobe::list(&args).map(|()| 0),
         Command::Uprobe(args) => {
             let tuning = Tuning::from_env();
             let plan = uprobe::Plan::from_args(&args)?;
             // Needed at load; read meanwhile, while the target's symbols are.
             ebpf_tool::kernel_btf::start_reading();
             let targets = uprobe::Targets::resolve(&plan)?;
-            let kernel =
+            let mut kernel =
                 uprobe::kernel_config(&plan, &targets, values::abi::native(), std::process::id())?;
-            uprobe::run(uprobe::Run {
-                plan,
-                targets,
-                config: kernel.config,
-                specs: kernel.specs,
-                tuning,
-            })
+            // Started last, held before its exec until every probe is attached.
+            let launch = plan
+                .command
+                .as_deref()
+                .map(launch::Launch::start)
+                .transpose()?;
+            if let Some(launch) = &launch {
+                uprobe::scope_to_command(&mut kernel.config, launch.scope);
+            }
+            uprobe::run(
+                uprobe::Run {
+                    plan,
+                    targets,
+                    config: kernel.config,
+                    specs: kernel.specs,
+                    tuning,
+                },
+                launch,
+            )
         }
     }
 }

@@ -85,6 +85,14 @@ impl LdCache {
         self.find_in(name, |p| fs::canonicalize(p).ok())
     }
 
+    /// The file of exactly this soname, as the loader looks one up.
+    pub fn find_exact(&self, soname: &str) -> Option<PathBuf> {
+        self.entries
+            .iter()
+            .find(|(name, _)| name == soname)
+            .map(|(_, path)| path.clone())
+    }
+
     /// As `find`, with `real` turning each cache path into the file it names (paths in
     /// another mount namespace resolve differently).
     pub fn find_in(&self, name: &str, real: impl Fn(&Path) -> Option<PathBuf>) -> Vec<PathBuf> {

@@ -8,6 +8,7 @@
 //! container is found by its in-container path.
 
 mod ld_cache;
+mod needed;
 pub mod watch;
 
 use std::{
@@ -21,6 +22,7 @@ use std::{
 };
 
 pub use ld_cache::LdCache;
+pub use needed::find_needed;
 
 /// Why BINARY could not be turned into a traceable file.
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +256,7 @@ fn locate(binary: &str) -> Result<PathBuf, TargetError> {
 }
 
 /// The first executable regular file called `name` in a `$PATH` directory.
-fn search_path(name: &str) -> Option<PathBuf> {
+pub fn search_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
     let path = env::var_os("PATH")?;
     env::split_paths(&path)

@@ -140,6 +140,18 @@ pub fn kernel_config(
     Ok(KernelSettings { config, specs })
 }
 
+/// Limits the kernel programs to the command of `-c`: its cgroup (it and every process it
+/// starts), or its pid when there is no cgroup to use.
+pub fn scope_to_command(config: &mut Config, scope: crate::launch::Scope) {
+    match scope {
+        crate::launch::Scope::Cgroup(id) => {
+            config.flags |= flags::FILTER_CGROUP;
+            config.target_cgroup = id;
+        }
+        crate::launch::Scope::Process(pid) => config.target_tgid = pid,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;

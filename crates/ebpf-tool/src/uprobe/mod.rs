@@ -10,7 +10,7 @@ mod report;
 mod run;
 mod targets;
 
-pub use kernel_config::{KernelSettings, SpecError, kernel_config};
+pub use kernel_config::{KernelSettings, SpecError, kernel_config, scope_to_command};
 pub use list::list;
 pub use plan::{Plan, PlanError, ReturnProbes, StackFiles};
 pub use prepared::Run;

@@ -29,6 +29,8 @@ pub enum PlanError {
         "--ret-sites and --uretprobes say how returns are probed: they need --ret or --latency"
     )]
     ReturnProbesWithoutReturns,
+    #[error("-c '{command}' does not split into words: {why}")]
+    BadCommand { command: String, why: &'static str },
 }
 
 /// Where `--stacks` results go besides the terminal; created (never overwritten) only
@@ -93,6 +95,29 @@ pub struct Plan {
     pub json: bool,
     /// Attach the do-nothing programs (benchmark floor).
     pub noop: bool,
+    /// `-c CMD` / `-- CMD ARGS`: the command to run and trace, as words.
+    pub command: Option<Vec<String>>,
+}
+
+/// The command of `-c 'CMD ARGS'` (split as a shell splits words, without expanding
+/// anything) or of `-- CMD ARGS`.
+fn command_words(args: &UprobeArgs) -> Result<Option<Vec<String>>, PlanError> {
+    if !args.command_args.is_empty() {
+        return Ok(Some(args.command_args.clone()));
+    }
+    let Some(command) = &args.command else {
+        return Ok(None);
+    };
+    let bad = |why| PlanError::BadCommand {
+        command: command.clone(),
+        why,
+    };
+    let words =
+        shlex::split(command).ok_or_else(|| bad("unbalanced quotes or a trailing backslash"))?;
+    if words.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    Ok(Some(words))
 }
 
 impl Plan {
@@ -169,6 +194,7 @@ impl Plan {
             }),
             json: args.json,
             noop: args.noop,
+            command: command_words(args)?,
         })
     }
 

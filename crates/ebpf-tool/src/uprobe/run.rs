@@ -26,8 +26,10 @@ use super::{
 };
 use crate::{
     events, kernel,
+    launch::{self, Launch, exit},
     loader::Loader,
     output::{
+        escape,
         printer::{Announcement, Closing, Printer},
         stacks,
     },
@@ -62,10 +64,16 @@ enum Stop {
     HangUp,
     /// Nobody reads stdout any more (`| head -1`, a terminal gone): end quietly.
     StdoutClosed,
+    /// The command of `-c`, or the process of `-p`, exited.
+    Exited,
 }
 
-/// Runs `ebpf-tool uprobe` to completion. Exit status 0 for every clean stop.
-pub fn run(run: Run) -> anyhow::Result<()> {
+/// After a signal, how long the command of `-c` gets to end before the run stops anyway.
+const COMMAND_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs `ebpf-tool uprobe` to completion; the exit status: 0 for every clean stop, the
+/// command's own with `-c`.
+pub fn run(run: Run, launch: Option<Launch>) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -75,7 +83,7 @@ pub fn run(run: Run) -> anyhow::Result<()> {
         run.plan.format.clone(),
         run.targets.labels.clone(),
     );
-    let result = runtime.block_on(trace(&run, &mut printer));
+    let result = runtime.block_on(trace(&run, launch, &mut printer));
     // Lines queued before an error still come out, in order, before it is reported.
     printer.flush(true);
     printer.settle_stdout(Instant::now() + LAST_LINES);
@@ -102,7 +110,7 @@ impl Signals {
     }
 }
 
-async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
+async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> anyhow::Result<u8> {
     let (plan, targets) = (&run.plan, &run.targets);
     privilege::check()?;
     let kernel_version = kernel::KernelVersion::current();
@@ -154,10 +162,37 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
 
     printer.status("Uprobe attached successfully. Waiting for events...");
     printer.status("(Functions called will trigger the probe)\n");
-    if plan.duration.is_none() {
+    if let Some(launch) = &launch {
+        if let Some(note) = &launch.scope_note {
+            printer.warning(note);
+        }
+        printer.status(&format!("Running: {}", escape::printable(&launch.label)));
+    } else if plan.duration.is_none() {
         printer.status("Press Ctrl+C to stop...");
     }
     printer.flush(true);
+    // The end of the command, or of the process of -p, ends the run.
+    let watched = launch
+        .as_ref()
+        .map(|l| l.pid)
+        .or(plan.tasks.pid.map(|p| p.get()));
+    let exit_watch = match watched.map(exit::watch) {
+        // SAFETY: the AsyncFd owns the pidfd, which stays open for as long as it exists.
+        Some(Ok(fd)) => Some(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?),
+        Some(Err(err)) if launch.is_none() => {
+            return Err(anyhow::anyhow!(
+                "process {} is gone: {err}",
+                watched.unwrap_or(0)
+            ));
+        }
+        Some(Err(err)) => return Err(err.into()),
+        None => None,
+    };
+    if let Some(launch) = launch.as_mut() {
+        launch.release()?;
+    }
+    // A signal passed on to the command: the run ends when it does, or at this time.
+    let mut grace: Option<Instant> = None;
 
     let aggregates = channels.aggregates;
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
@@ -210,9 +245,27 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
                 printer.flush(false);
                 drain(ring.get_mut(), layout, printer, &mut drained, DRAIN_BUDGET);
             }
-            _ = signals.interrupt.recv() => break Stop::Interrupt,
-            _ = signals.terminate.recv() => break Stop::Terminate,
-            _ = signals.hangup.recv() => break Stop::HangUp,
+            _ = signals.interrupt.recv() => {
+                match pass_on(launch.as_ref(), &mut grace, libc::SIGINT) {
+                    true => continue,
+                    false => break Stop::Interrupt,
+                }
+            }
+            _ = signals.terminate.recv() => {
+                match pass_on(launch.as_ref(), &mut grace, libc::SIGTERM) {
+                    true => continue,
+                    false => break Stop::Terminate,
+                }
+            }
+            _ = signals.hangup.recv() => {
+                match pass_on(launch.as_ref(), &mut grace, libc::SIGHUP) {
+                    true => continue,
+                    false => break Stop::HangUp,
+                }
+            }
+            _ = async { exit_watch.as_ref().expect("guarded").readable().await }, if exit_watch.is_some() => {
+                break Stop::Exited;
+            }
             () = &mut deadline => break Stop::Duration,
             guard = ring.readable_mut(), if room => {
                 let mut guard = guard?;
@@ -272,6 +325,9 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
         if ends_at.is_some_and(|at| Instant::now() >= at) {
             break Stop::Duration;
         }
+        if grace.is_some_and(|at| Instant::now() >= at) {
+            break Stop::Interrupt;
+        }
         // A branch that is always ready (a flood of records, a descriptor in error) would
         // otherwise keep this task running without the runtime ever polling its signal
         // and timer drivers: Ctrl+C and the deadline would never arrive.
@@ -284,7 +340,7 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
     // get printed, and nothing new can arrive.
     drop(loader);
     if stop == Stop::StdoutClosed {
-        return Ok(());
+        return Ok(0);
     }
     let ring = ring.get_mut();
     while !drain(ring, layout, printer, &mut drained, DRAIN_BUDGET) {
@@ -296,12 +352,22 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
             printer.settle_stdout(Instant::now() + Duration::from_millis(5));
         }
     }
+    let mut exit_code = 0;
     let why = match stop {
-        Stop::Duration => "Duration complete.",
-        Stop::Interrupt => "Received Ctrl+C, stopping...",
-        Stop::Terminate => "Received SIGTERM, stopping...",
-        Stop::HangUp => "Received SIGHUP, stopping...",
+        Stop::Duration => "Duration complete.".to_owned(),
+        Stop::Interrupt => "Received Ctrl+C, stopping...".to_owned(),
+        Stop::Terminate => "Received SIGTERM, stopping...".to_owned(),
+        Stop::HangUp => "Received SIGHUP, stopping...".to_owned(),
         Stop::StdoutClosed => unreachable!("returned above"),
+        Stop::Exited => match launch.as_mut() {
+            Some(launch) => {
+                let status = launch.exit_status();
+                let (what, code) = status.map_or(("ended".to_owned(), 1), launch::describe);
+                exit_code = code;
+                format!("{} {what}.", escape::printable(&launch.label))
+            }
+            None => format!("Process {} exited.", watched.unwrap_or(0)),
+        },
     };
     printer.status(&format!("\n{why}\nUprobe detached."));
     let tables = report::tables(run, &aggregates)?;
@@ -347,7 +413,24 @@ async fn trace(run: &Run, printer: &mut Printer) -> anyhow::Result<()> {
         unwritten,
     };
     printer.summary(&closing);
-    Ok(())
+    Ok(exit_code)
+}
+
+/// A signal for a run with a command: passed on to it (unless a terminal's Ctrl+C already
+/// reached it), and the run goes on until it ends, for at most `COMMAND_GRACE`. False
+/// without a command, or for a second signal: stop now.
+fn pass_on(launch: Option<&Launch>, grace: &mut Option<Instant>, signal: libc::c_int) -> bool {
+    let Some(launch) = launch else {
+        return false;
+    };
+    if grace.is_some() {
+        return false;
+    }
+    if !(signal == libc::SIGINT && launch.shares_terminal_signals()) {
+        launch.signal(signal);
+    }
+    *grace = Some(Instant::now() + COMMAND_GRACE);
+    true
 }
 
 /// A descriptor owned elsewhere, to wait on.

@@ -110,7 +110,14 @@ impl Targets {
         {
             return Err(TargetsError::NoSuchProcess { pid: pid.get() });
         }
-        let binary = resolve_binary(&plan.binary_arg, pid)?;
+        let binary = match plan
+            .command
+            .as_deref()
+            .and_then(|c| loaded_by(c, &plan.binary_arg))
+        {
+            Some(library) => library,
+            None => resolve_binary(&plan.binary_arg, pid)?,
+        };
         let symbols = Symbols::read(&binary)?;
         let mut warnings = Vec::new();
         let mut notes = Vec::new();
@@ -239,6 +246,21 @@ fn return_sites(
 }
 
 /// BINARY as the traced process sees it with `-p`, else as we do.
+/// With `-c`, a library name as the command will load it (its DT_NEEDED, RPATH/RUNPATH,
+/// the cache): a name with a `/` is a path and left to `resolve_binary`.
+fn loaded_by(command: &[String], name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return None;
+    }
+    let program = command.first()?;
+    let program = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        target::search_path(program)?
+    };
+    target::find_needed(&program, name)
+}
+
 pub fn resolve_binary(binary: &str, pid: Option<NonZeroU32>) -> Result<PathBuf, TargetError> {
     match pid {
         Some(pid) => target::resolve_for_process(binary, pid.get()),
