@@ -196,6 +196,11 @@ def count_funccount(stdout, _stderr):
     return int(match.group(1)) if match else 0
 
 
+def count_stacks(stdout, _stderr):
+    m = re.search(r"distinct stacks, (\d+) calls", stdout)
+    return int(m.group(1)) if m else 0
+
+
 def count_hist_total(stdout, _stderr):
     return sum(int(n) for n in re.findall(r":\s+(\d+)\s+\|", stdout))
 
@@ -211,6 +216,11 @@ def tool_specs():
         Spec("ebpf-tool --latency -q --ret-sites", "sites", ebpf_tool("--latency", "-q", "--ret-sites"),
              count_hist),
         Spec("ebpf-tool (one line per call, to a pipe)", "entry", ebpf_tool(), count_lines, pipe=True),
+        # Stacks: the kernel's frame-pointer walk, and 16 KiB of stack copied for userspace
+        # unwinding with .eh_frame (--unwind dwarf).
+        Spec("ebpf-tool --stacks --unwind fp", "entry", ebpf_tool("--stacks", "--unwind", "fp"), count_stacks),
+        Spec("ebpf-tool --stacks --unwind dwarf", "entry", ebpf_tool("--stacks", "--unwind", "dwarf"),
+             count_stacks),
         Spec("ebpf-tool --json (to a pipe)", "entry", ebpf_tool("--json"),
              lambda o, e: o.count('"type":"call"'), pipe=True),
     ]

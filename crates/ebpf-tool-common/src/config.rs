@@ -60,6 +60,9 @@ pub mod flags {
     /// Only tasks in the cgroup (v2) `Config::target_cgroup`: a command run by `-c` and
     /// every process it starts.
     pub const FILTER_CGROUP: u32 = 1 << 13;
+    /// `--stacks` by copying registers and a window of the user stack into
+    /// `STACK_SAMPLES`, for userspace to unwind with the binaries' unwind tables.
+    pub const STACKS_DWARF: u32 = 1 << 14;
 }
 
 /// `FilterSpec::op` values.
@@ -118,7 +121,8 @@ pub struct Config {
     pub call_slot_mask: u32,
     /// Histograms per probe in `HISTS`: one each for `--latency` and `--hist`.
     pub hists_per_probe: u32,
-    pub _pad: u32,
+    /// Stack bytes copied per sample under `STACKS_DWARF`, in `STACK_CHUNK`s.
+    pub stack_chunks: u32,
     /// The cgroup id to match under `FILTER_CGROUP`.
     pub target_cgroup: u64,
     /// The comm to match under `FILTER_COMM`, NUL-padded.
@@ -141,7 +145,7 @@ impl Config {
         task_comm_off: 0,
         call_slot_mask: CALL_SLOT_COUNT - 1,
         hists_per_probe: 1,
-        _pad: 0,
+        stack_chunks: 0,
         target_cgroup: 0,
         comm: [0; COMM_LEN],
     };

@@ -105,6 +105,32 @@ pub struct StackKey {
     pub comm: [u8; COMM_LEN],
 }
 
+/// The stack window is copied in pieces of this size, each from an address aligned to
+/// it, so the copy ends exactly where the stack's mapping does.
+pub const STACK_CHUNK: usize = 512;
+/// At most this much user stack per sample (`--stack-bytes`).
+pub const MAX_STACK_BYTES: usize = 32 * 1024;
+/// Stack samples in flight between the kernel and the unwinder.
+pub const STACK_RING_BYTES: u32 = 16 << 20;
+
+/// A call's registers and the top of its user stack, for unwinding in userspace: what
+/// perf's `--call-graph dwarf` records. `stack` holds `len` bytes from `base` (the stack
+/// pointer rounded down to `STACK_CHUNK`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StackSample {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub base: u64,
+    pub tgid: u32,
+    pub probe_id: u32,
+    pub len: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+    pub stack: [u8; MAX_STACK_BYTES],
+}
+
 /// Depth of a captured user stack (the kernel's `PERF_MAX_STACK_DEPTH`).
 pub const STACK_DEPTH: usize = 127;
 
@@ -121,6 +147,7 @@ pub mod maps {
     pub const HISTS: &str = "HISTS";
     pub const STACKS: &str = "STACKS";
     pub const STACK_COUNTS: &str = "STACK_COUNTS";
+    pub const STACK_SAMPLES: &str = "STACK_SAMPLES";
     pub const SPECS: &str = "SPECS";
     pub const GROUP_HISTS: &str = "GROUP_HISTS";
     pub const ENTRY_GROUPS: &str = "ENTRY_GROUPS";

@@ -68,7 +68,9 @@ pub fn at_entry(
             Err(_) => count_lost(lost::UNREADABLE),
         }
     }
-    if cfg.flags & flags::STACKS != 0 {
+    if cfg.flags & flags::STACKS_DWARF != 0 {
+        crate::stack_sample::sample(cfg, ctx, caller);
+    } else if cfg.flags & flags::STACKS != 0 {
         stack(cfg, ctx, caller);
     }
     group

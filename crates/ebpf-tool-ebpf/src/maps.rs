@@ -100,6 +100,10 @@ pub static ENTRY_GROUPS: LruHashMap<DeepKey, GroupKey> = LruHashMap::with_max_en
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(1, 0);
 
+/// Registers and stack windows for userspace unwinding (`STACKS_DWARF`; loader-sized).
+#[map]
+pub static STACK_SAMPLES: RingBuf = RingBuf::with_byte_size(4096, 0);
+
 #[map]
 pub static STACK_COUNTS: PerCpuHashMap<StackKey, u64> = PerCpuHashMap::with_max_entries(1, 0);
 

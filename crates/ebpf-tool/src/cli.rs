@@ -65,6 +65,15 @@ Each call prints one line:
   uprobe triggered! pid=<pid> tid=<tid> comm=<name> arg0=<first argument> func=<function>
 with --ret/--latency, at return: ... ret=<value> latency_ns=<ns> func=<function>";
 
+/// How `--stacks` walks a stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Unwind {
+    Fp,
+    Dwarf,
+    #[default]
+    Auto,
+}
+
 #[derive(Debug, Args)]
 pub struct UprobeArgs {
     /// The binary or shared library holding the function: a path, a program on $PATH, or a
@@ -177,6 +186,18 @@ pub struct UprobeArgs {
     /// Capture the user stack of each call and print the most frequent stacks at the end
     #[arg(long)]
     pub stacks: bool,
+
+    /// With --stacks: how to walk the stack: fp (frame pointers, in the kernel: cheapest,
+    /// complete only for code built with them), dwarf (the registers and the top of the
+    /// stack copied out and unwound with each binary's .eh_frame, as perf --call-graph
+    /// dwarf), auto (dwarf when the traced file keeps no frame pointers)
+    #[arg(long, value_enum, default_value_t = Unwind::Auto, requires = "stacks")]
+    pub unwind: Unwind,
+
+    /// With --unwind dwarf: bytes of user stack copied per call (512 to 32768)
+    #[arg(long, value_name = "BYTES", default_value_t = 16384, requires = "stacks",
+          value_parser = clap::value_parser!(u32).range(512..=32768))]
+    pub stack_bytes: u32,
 
     /// With --stacks: also write the stacks in collapsed ("folded") form to FILE
     #[arg(long, value_name = "FILE", requires = "stacks")]

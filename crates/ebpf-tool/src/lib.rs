@@ -30,5 +30,6 @@ pub mod symbolize;
 pub mod symbols;
 pub mod target;
 pub mod tuning;
+pub mod unwind;
 pub mod uprobe;
 pub mod values;

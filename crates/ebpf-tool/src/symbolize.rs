@@ -1,26 +1,20 @@
-//! Stack addresses -> function names, with blazesym, in the address space of the process
-//! that made the call. A process's mappings are only readable while it lives, so stacks
-//! are symbolized as soon as they appear (the run loop calls `update` often) and kept.
+//! Frame-pointer stacks (`--unwind fp`, walked by the kernel) -> function names, in the
+//! address space of the process that made the call, with the same namer as DWARF stacks
+//! (`unwind`): functions only, demangled, else `file+0xOFFSET`. A process's mappings are
+//! only readable while it lives, so they are read the first time one of its stacks
+//! appears (the run loop calls `update` often) and kept.
 //!
 //! A process that exited before that still gets its frames in the traced binary named:
 //! the innermost frame is the probed function's entry, whose link-time address is known,
-//! which gives the binary's load address; the other frames in it are symbolized from the
-//! file.
+//! which gives the binary's load address.
 
-use std::{collections::HashMap, ops::Range, path::PathBuf};
-
-use blazesym::{
-    Pid,
-    symbolize::{
-        Input, Symbolized, Symbolizer,
-        source::{Elf, Process, Source},
-    },
-};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use crate::{
     events::comm_bytes,
     loader::{Aggregates, LoadError},
     output::stacks::StackRow,
+    unwind::{FrameAt, ObjectCache, ObjectInfo, ProcessImage},
 };
 
 /// Identifies one stack: the process, the kernel's stack id and the direct caller.
@@ -28,24 +22,26 @@ type StackIdentity = (u32, i32, u64);
 
 /// Symbolized stacks, kept from the moment they were seen.
 pub struct StackSymbolizer {
-    symbolizer: Symbolizer,
+    objects: ObjectCache,
+    processes: HashMap<u32, Option<ProcessImage>>,
     frames: HashMap<StackIdentity, Vec<String>>,
-    /// The traced file, and each probe's link-time function address (by probe id).
+    /// The traced file (read when first needed), and each probe's link-time function
+    /// address (by probe id).
     binary: PathBuf,
+    binary_info: Option<Option<Arc<ObjectInfo>>>,
     entry_addresses: Vec<u64>,
-    text_ranges: Vec<Range<u64>>,
 }
 
 impl StackSymbolizer {
-    /// `entry_addresses[probe_id]` is each probed function's link-time address and
-    /// `text_ranges` the binary's code, both from its symbol tables.
-    pub fn new(binary: PathBuf, entry_addresses: Vec<u64>, text_ranges: Vec<Range<u64>>) -> Self {
+    /// `entry_addresses[probe_id]` is each probed function's link-time address.
+    pub fn new(binary: PathBuf, entry_addresses: Vec<u64>) -> Self {
         StackSymbolizer {
-            symbolizer: Symbolizer::builder().enable_demangling(true).build(),
+            objects: ObjectCache::new(),
+            processes: HashMap::new(),
             frames: HashMap::new(),
             binary,
+            binary_info: None,
             entry_addresses,
-            text_ranges,
         }
     }
 
@@ -96,52 +92,41 @@ impl StackSymbolizer {
         Ok(rows)
     }
 
-    fn symbolize(&self, pid: u32, addresses: &[u64], entry: Option<u64>) -> Vec<String> {
-        let source = Source::Process(Process::new(Pid::from(pid)));
-        let mut names: Vec<Option<String>> = match self
-            .symbolizer
-            .symbolize(&source, Input::AbsAddr(addresses))
+    fn symbolize(&mut self, pid: u32, addresses: &[u64], entry: Option<u64>) -> Vec<String> {
+        // Every frame but the first is a return address: named from the call before it.
+        let frames = addresses.iter().enumerate().map(|(i, &address)| FrameAt {
+            address,
+            lookup: if i == 0 {
+                address
+            } else {
+                address.wrapping_sub(1)
+            },
+        });
+        let objects = &mut self.objects;
+        if let Some(image) = self
+            .processes
+            .entry(pid)
+            .or_insert_with(|| ProcessImage::read(pid, objects))
         {
-            Ok(symbols) => symbols.iter().map(symbol_name).collect(),
-            Err(err) => {
-                log::debug!("symbolizing a stack of pid {pid} failed: {err}");
-                vec![None; addresses.len()]
-            }
-        };
-        if let (Some(entry), Some(&first)) = (entry, addresses.first())
-            && names.iter().any(Option::is_none)
-        {
-            self.fill_from_binary(&mut names, addresses, first.wrapping_sub(entry));
+            return frames.flat_map(|frame| image.names(frame)).collect();
         }
-        names
-            .into_iter()
-            .zip(addresses)
-            .map(|(name, address)| name.unwrap_or_else(|| format!("[unknown] {address:#x}")))
+        // The process has gone: name what lies in the traced binary from its load bias.
+        let binary = &self.binary;
+        let info = self
+            .binary_info
+            .get_or_insert_with(|| ObjectInfo::read(binary, binary).map(Arc::new))
+            .clone();
+        let image = match (info, entry, addresses.first()) {
+            (Some(info), Some(entry), Some(&first)) => {
+                Some(ProcessImage::of_file(info, first.wrapping_sub(entry)))
+            }
+            _ => None,
+        };
+        frames
+            .flat_map(|frame| match &image {
+                Some(image) if image.knows(frame.lookup) => image.names(frame),
+                _ => vec![format!("[unknown] {:#x}", frame.address)],
+            })
             .collect()
-    }
-
-    /// Names frames left unknown from the traced binary itself, given its load bias.
-    fn fill_from_binary(&self, names: &mut [Option<String>], addresses: &[u64], bias: u64) {
-        let offsets: Vec<u64> = addresses.iter().map(|a| a.wrapping_sub(bias)).collect();
-        let source = Source::Elf(Elf::new(self.binary.clone()));
-        let Ok(symbols) = self
-            .symbolizer
-            .symbolize(&source, Input::VirtOffset(&offsets))
-        else {
-            return;
-        };
-        for ((name, symbol), offset) in names.iter_mut().zip(&symbols).zip(&offsets) {
-            // Frames outside the binary's code belong to other files (libc, ...).
-            if name.is_none() && self.text_ranges.iter().any(|r| r.contains(offset)) {
-                *name = symbol_name(symbol);
-            }
-        }
-    }
-}
-
-fn symbol_name(symbol: &Symbolized<'_>) -> Option<String> {
-    match symbol {
-        Symbolized::Sym(sym) => Some(sym.name.to_string()),
-        Symbolized::Unknown(_) => None,
     }
 }

@@ -47,7 +47,7 @@ fn exercise(image: &[u8]) -> Result<(), String> {
                 let _ = symbols.resolve(spec).map(|r| r.functions.len());
             }
             let _ = symbols.list(Some("a*")).len();
-            let _ = symbols.text_ranges();
+            let _ = symbols.keeps_frame_pointers();
         }
     }))
     .map_err(|panic| {

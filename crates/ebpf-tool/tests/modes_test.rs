@@ -387,8 +387,20 @@ fn stacks_show_the_call_chain_and_make_a_flame_graph() {
     let lines = tracer.interrupt().ok();
     let comm = common::comm_of(&fixture);
     let text = lines.join("\n");
-    let chain = "    fixture_target\n    fixture_chain_b\n    fixture_chain_a\n    main\n";
-    assert!(text.contains(chain), "{text}");
+    // Frames name their function, then (with debug info) its source line.
+    let functions: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("    "))
+        .map(|frame| frame.split(" (").next().unwrap())
+        .collect();
+    let chain = [
+        "fixture_target",
+        "fixture_chain_b",
+        "fixture_chain_a",
+        "main",
+    ];
+    assert!(functions.windows(4).any(|w| w == chain), "{text}");
+    assert!(text.contains("    fixture_target (target.c:"), "{text}");
     assert!(text.contains(&format!("[{comm}] 6 calls")), "{text}");
 
     let folded = std::fs::read_to_string(&folded).unwrap();

@@ -24,7 +24,7 @@ use aya::{
 };
 use ebpf_tool_common::{
     CALL_SLOT_COUNT, CONFIG_GLOBAL, Config, EVENTS_RING_BYTES, EVENTS_RING_BYTES_UNUSED,
-    HIST_SLOTS, ProbeSpec, by, flags, maps,
+    HIST_SLOTS, ProbeSpec, STACK_RING_BYTES, by, flags, maps,
 };
 
 pub use aggregates::{Aggregates, Losses};
@@ -116,6 +116,8 @@ pub enum LoadError {
 /// still be drained and the aggregates read.
 pub struct Channels {
     pub events: RingBuf<MapData>,
+    /// Registers and stack windows to unwind, under `STACKS_DWARF`.
+    pub stack_samples: Option<RingBuf<MapData>>,
     pub aggregates: Aggregates,
 }
 
@@ -161,7 +163,8 @@ impl Loader {
         // Maps a run does not use get one slot: big hash maps are preallocated, and
         // creating a 65536-entry per-CPU one costs ~80 ms of start-up.
         let sized = |used: bool, entries: u32| if used { entries } else { 1 };
-        let stack_slots = sized(has(flags::STACKS), MAX_STACKS);
+        let dwarf_stacks = has(flags::STACKS_DWARF);
+        let stack_slots = sized(has(flags::STACKS) && !dwarf_stacks, MAX_STACKS);
         let count_slots = sized(
             has(flags::COUNT) && config.count_by != by::FUNC,
             MAX_COUNT_KEYS,
@@ -200,6 +203,14 @@ impl Loader {
             .map_max_entries(maps::EVENTS, ring_bytes)
             .map_max_entries(maps::STACKS, stack_slots)
             .map_max_entries(maps::STACK_COUNTS, stack_slots)
+            .map_max_entries(
+                maps::STACK_SAMPLES,
+                if dwarf_stacks {
+                    STACK_RING_BYTES
+                } else {
+                    EVENTS_RING_BYTES_UNUSED
+                },
+            )
             .map_max_entries(maps::COUNTS, count_slots)
             .map_max_entries(maps::GROUP_HISTS, group_hists)
             .map_max_entries(maps::ENTRY_GROUPS, entry_groups)
@@ -232,6 +243,11 @@ impl Loader {
             .collect();
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LoadError::MissingMap(name));
         let events = RingBuf::try_from(take(maps::EVENTS)?)?;
+        let stack_samples = if dwarf_stacks {
+            Some(RingBuf::try_from(take(maps::STACK_SAMPLES)?)?)
+        } else {
+            None
+        };
         let aggregates = Aggregates {
             lost: PerCpuArray::try_from(take(maps::LOST)?)?,
             func_counts: PerCpuArray::try_from(take(maps::FUNC_COUNTS)?)?,
@@ -262,7 +278,14 @@ impl Loader {
             perf_links: Vec::new(),
             noop,
         };
-        Ok((loader, Channels { events, aggregates }))
+        Ok((
+            loader,
+            Channels {
+                events,
+                stack_samples,
+                aggregates,
+            },
+        ))
     }
 
     /// The settings the programs were really loaded with.

@@ -54,12 +54,13 @@ pub fn write_text(out: &mut impl Write, rows: &[StackRow], top: usize) -> io::Re
 }
 
 /// Collapsed stacks, one line per stack, root first: `comm;main;a;b;target COUNT`, the
-/// input format of flamegraph.pl and inferno.
+/// input format of flamegraph.pl and inferno. Functions only: inlined calls and source
+/// lines (which `--stacks` prints) are left out, so one function is one box.
 pub fn folded_lines(rows: &[StackRow]) -> Vec<String> {
     rows.iter()
         .map(|row| {
             let mut line = sanitize_frame(&row.comm);
-            for frame in row.frames.iter().rev() {
+            for frame in row.frames.iter().rev().filter_map(|f| function_of(f)) {
                 line.push(';');
                 line.push_str(&sanitize_frame(frame));
             }
@@ -78,6 +79,26 @@ pub fn write_flamegraph(out: impl Write, rows: &[StackRow], title: &str) -> io::
     options.count_name = "calls".to_owned();
     inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), out)
         .map_err(io::Error::other)
+}
+
+/// A frame as its function alone: `f (a.c:3)` -> `f`; None for an inlined call.
+fn function_of(frame: &str) -> Option<&str> {
+    if frame.ends_with(" [inlined]") {
+        return None;
+    }
+    // A location is `FILE:LINE)` with no space: C++ parameter lists hold spaces.
+    let is_location = |location: &str| {
+        location
+            .strip_suffix(')')
+            .and_then(|l| l.rsplit_once(':'))
+            .is_some_and(|(file, line)| {
+                !file.contains(' ') && !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit())
+            })
+    };
+    match frame.rsplit_once(" (") {
+        Some((name, location)) if is_location(location) => Some(name),
+        _ => Some(frame),
+    }
 }
 
 /// Folded format separates frames with ';' and the count with ' ': keep both out of names,
@@ -103,6 +124,17 @@ fn write_escaped_frame(out: &mut impl Write, frame: &str) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn folded_frames_are_functions_without_lines_or_inlined_calls() {
+        let cpp = "f(std::pair<int, (anonymous namespace)::X>)";
+        let rows = [row(
+            &["leaf (a.c:3) [inlined]", "outer (a.c:9)", "main", cpp],
+            2,
+        )];
+        let expected = format!("app;{};main;outer 2", cpp.replace(' ', "\u{a0}"));
+        assert_eq!(folded_lines(&rows), [expected]);
+    }
+
     use super::*;
 
     fn row(frames: &[&str], count: u64) -> StackRow {

@@ -195,3 +195,40 @@ impl Symbols {
         }
     }
 }
+
+/// Functions sampled to tell whether a file keeps frame pointers.
+const FRAME_POINTER_SAMPLE: usize = 200;
+
+impl Symbols {
+    /// Whether the file's code keeps frame pointers: a good share of its functions (a
+    /// sample) set one up, `mov %rsp,%rbp`, near their start (compilers delay it past
+    /// early exits, and leave it out of leaf functions). Code built without frame
+    /// pointers (most distributions') almost never does, and a frame-pointer walk then
+    /// stops or wanders after the first frame.
+    pub fn keeps_frame_pointers(&self) -> bool {
+        if self.machine != object::elf::EM_X86_64 {
+            return true;
+        }
+        let sized: Vec<&FunctionSymbol> =
+            self.functions().iter().filter(|f| f.size >= 16).collect();
+        if sized.is_empty() {
+            return true;
+        }
+        let step = sized.len().div_ceil(FRAME_POINTER_SAMPLE);
+        let (mut with, mut all) = (0, 0);
+        for function in sized.iter().step_by(step) {
+            let start = self
+                .code
+                .read(function.file_offset, 32.min(function.size as usize));
+            all += 1;
+            if start.windows(3).any(|w| w == [0x48, 0x89, 0xe5]) {
+                with += 1;
+            }
+        }
+        log::debug!(
+            "{}: {with} of {all} sampled functions set up a frame pointer",
+            self.path.display()
+        );
+        with * 4 >= all
+    }
+}

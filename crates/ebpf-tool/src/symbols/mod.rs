@@ -207,6 +207,8 @@ pub struct Symbols {
     /// Cold parts of functions, by the function's symbol name.
     cold_parts: std::collections::HashMap<String, Vec<ColdPart>>,
     unwinds: Option<&'static str>,
+    /// The separate debug file whose symbols were read, if any.
+    debug_file: Option<PathBuf>,
 }
 
 impl Symbols {
@@ -258,6 +260,7 @@ impl Symbols {
             go_version: main.go_version,
             cold_parts: Default::default(),
             unwinds: main.unwinds,
+            debug_file: None,
         };
         symbols.add(&main.symtab, SymbolSource::Symtab);
         symbols.add(&main.dynsym, SymbolSource::Dynsym);
@@ -274,7 +277,10 @@ impl Symbols {
         }
         if let Some(debug_file) = debuginfo::find_debug_file(path, &main.pointers, debug_root) {
             match crate::files::open_regular(&debug_file).map(|f| elf::parse(&ReadCache::new(f))) {
-                Ok(Ok(debug)) => symbols.add(&debug.symtab, SymbolSource::DebugFile),
+                Ok(Ok(debug)) => {
+                    symbols.add(&debug.symtab, SymbolSource::DebugFile);
+                    symbols.debug_file = Some(debug_file);
+                }
                 other => log::debug!("ignoring {}: {other:?}", debug_file.display()),
             }
         }
@@ -374,8 +380,9 @@ impl Symbols {
     }
 
     /// Link-time address ranges of the executable segments: where code of this file lies.
-    pub fn text_ranges(&self) -> Vec<Range<u64>> {
-        self.text.iter().map(|(range, _)| range.clone()).collect()
+    /// The separate debug file found for this one (build id or debuglink), if any.
+    pub fn debug_file(&self) -> Option<&Path> {
+        self.debug_file.as_deref()
     }
 
     /// The sources that had symbols, for messages ("searched .symtab and .dynsym").

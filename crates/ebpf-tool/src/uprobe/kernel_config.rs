@@ -7,11 +7,11 @@
 
 use std::num::NonZeroU32;
 
-use ebpf_tool_common::{Config, ProbeSpec, by, flags, pair_by};
+use ebpf_tool_common::{Config, ProbeSpec, STACK_CHUNK, by, flags, pair_by};
 
 use super::{Plan, Targets};
 use crate::{
-    cli::GroupBy,
+    cli::{GroupBy, Unwind},
     symbols::CallConv,
     values::{
         ValueError,
@@ -108,6 +108,17 @@ pub fn kernel_config(
     set(flags::FILTER_VALUE, plan.extras.filter.is_some());
     // JSON carries timestamps; plain text spares the clock.
     set(flags::TIMESTAMPS, plan.per_event && plan.json);
+    if let Some(stacks) = &plan.stacks {
+        let dwarf = match stacks.unwind {
+            Unwind::Dwarf => true,
+            Unwind::Fp => false,
+            Unwind::Auto => !targets.frame_pointers,
+        };
+        if dwarf {
+            config.flags |= flags::STACKS_DWARF;
+            config.stack_chunks = stacks.stack_bytes.div_ceil(STACK_CHUNK as u32);
+        }
+    }
     if let Some(comm) = plan.tasks.comm {
         config.flags |= flags::FILTER_COMM;
         config.comm = comm;
@@ -188,11 +199,11 @@ mod tests {
             points: Vec::new(),
             return_sites: false,
             labels: (0..functions).map(|i| format!("f{i}")).collect(),
-            text_ranges: Vec::new(),
             notes: Vec::new(),
             skipped: Vec::new(),
             warnings: Vec::new(),
             mapped_by_self,
+            frame_pointers: true,
         }
     }
 

@@ -8,6 +8,7 @@ mod prepared;
 mod probes;
 mod report;
 mod run;
+mod stopping;
 mod targets;
 
 pub use kernel_config::{KernelSettings, SpecError, kernel_config, scope_to_command};

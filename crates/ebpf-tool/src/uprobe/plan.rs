@@ -39,6 +39,10 @@ pub enum PlanError {
 pub struct StackFiles {
     pub folded: Option<PathBuf>,
     pub flamegraph: Option<PathBuf>,
+    /// How stacks are walked.
+    pub unwind: crate::cli::Unwind,
+    /// Stack bytes copied per call for DWARF unwinding.
+    pub stack_bytes: u32,
 }
 
 /// Which tasks a run looks at, filtered in the kernel.
@@ -191,6 +195,8 @@ impl Plan {
             stacks: args.stacks.then(|| StackFiles {
                 folded: args.folded.clone(),
                 flamegraph: args.flamegraph.clone(),
+                unwind: args.unwind,
+                stack_bytes: args.stack_bytes,
             }),
             json: args.json,
             noop: args.noop,

@@ -14,15 +14,13 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::{Signal, SignalKind, signal},
-};
+use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{
     Run,
     probes::{SETTLE, attach, file_changed, reattach, run_points, watch_file},
     report,
+    stopping::{Signals, pass_on},
 };
 use crate::{
     events, kernel,
@@ -35,6 +33,7 @@ use crate::{
     },
     privilege,
     symbolize::StackSymbolizer,
+    unwind::DwarfStacks,
 };
 
 /// How often output is checked for a reader that went away, losses for news and new
@@ -68,9 +67,6 @@ enum Stop {
     Exited,
 }
 
-/// After a signal, how long the command of `-c` gets to end before the run stops anyway.
-const COMMAND_GRACE: Duration = Duration::from_secs(2);
-
 /// Runs `ebpf-tool uprobe` to completion; the exit status: 0 for every clean stop, the
 /// command's own with `-c`.
 pub fn run(run: Run, launch: Option<Launch>) -> anyhow::Result<u8> {
@@ -89,25 +85,6 @@ pub fn run(run: Run, launch: Option<Launch>) -> anyhow::Result<u8> {
     printer.settle_stdout(Instant::now() + LAST_LINES);
     printer.settle_stderr(Instant::now() + LAST_LINES);
     result
-}
-
-/// The signals that end a run. Installed before attaching, so a signal during start-up
-/// also ends it cleanly: a process killed by SIGHUP while its uprobes are registered
-/// makes the kernel fail to unregister them ("leaking uprobe").
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    hangup: Signal,
-}
-
-impl Signals {
-    fn install() -> io::Result<Signals> {
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            hangup: signal(SignalKind::hangup())?,
-        })
-    }
 }
 
 async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> anyhow::Result<u8> {
@@ -201,10 +178,21 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
         .map_err(io::Error::from)?;
     let mut drained = Drained::default();
     let layout = events::RecordLayout::of(loader.config());
-    let mut symbolizer = plan.stacks.is_some().then(|| {
-        let entries = targets.functions.iter().map(|f| f.address).collect();
-        StackSymbolizer::new(targets.binary.clone(), entries, targets.text_ranges.clone())
-    });
+    // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd
+    // that owns the ring buffer exists.
+    let mut stack_ring = match channels.stack_samples {
+        Some(ring) => Some(
+            unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+                .map_err(io::Error::from)?,
+        ),
+        None => None,
+    };
+    let entries: Vec<u64> = targets.functions.iter().map(|f| f.address).collect();
+    let mut dwarf = stack_ring
+        .as_ref()
+        .map(|_| DwarfStacks::new(targets.binary.clone(), entries.clone()));
+    let mut symbolizer = (plan.stacks.is_some() && dwarf.is_none())
+        .then(|| StackSymbolizer::new(targets.binary.clone(), entries.clone()));
     let duration = plan.duration;
     let ends_at = duration.map(|d| Instant::now() + d);
     let deadline = async move {
@@ -270,6 +258,12 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
             guard = ring.readable_mut(), if room => {
                 let mut guard = guard?;
                 if drain(guard.get_inner_mut(), layout, printer, &mut drained, DRAIN_BUDGET) {
+                    guard.clear_ready();
+                }
+            }
+            guard = async { stack_ring.as_mut().expect("guarded").readable_mut().await }, if stack_ring.is_some() => {
+                let mut guard = guard?;
+                if dwarf.as_mut().expect("with its ring").take(guard.get_inner_mut(), DRAIN_BUDGET) {
                     guard.clear_ready();
                 }
             }
@@ -369,12 +363,22 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
             None => format!("Process {} exited.", watched.unwrap_or(0)),
         },
     };
+    if let (Some(ring), Some(dwarf)) = (stack_ring.as_mut(), dwarf.as_mut()) {
+        while !dwarf.take(ring.get_mut(), DRAIN_BUDGET) && stopped.elapsed() < FINAL_DRAIN {}
+    }
     printer.status(&format!("\n{why}\nUprobe detached."));
     let tables = report::tables(run, &aggregates)?;
     printer.tables(&tables);
-    if let Some(mut symbolizer) = symbolizer {
-        symbolizer.update(&aggregates)?;
-        let rows = stacks::merge_and_sort(symbolizer.rows(&aggregates, &targets.labels)?);
+    let stack_rows = match (symbolizer, &dwarf) {
+        (Some(mut symbolizer), _) => {
+            symbolizer.update(&aggregates)?;
+            Some(symbolizer.rows(&aggregates, &targets.labels)?)
+        }
+        (None, Some(dwarf)) => Some(dwarf.rows(&targets.labels)),
+        (None, None) => None,
+    };
+    if let Some(rows) = stack_rows {
+        let rows = stacks::merge_and_sort(rows);
         printer.stacks(&rows);
         for line in stack_files.write(run, &rows)? {
             printer.to_stderr(&line);
@@ -414,23 +418,6 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
     };
     printer.summary(&closing);
     Ok(exit_code)
-}
-
-/// A signal for a run with a command: passed on to it (unless a terminal's Ctrl+C already
-/// reached it), and the run goes on until it ends, for at most `COMMAND_GRACE`. False
-/// without a command, or for a second signal: stop now.
-fn pass_on(launch: Option<&Launch>, grace: &mut Option<Instant>, signal: libc::c_int) -> bool {
-    let Some(launch) = launch else {
-        return false;
-    };
-    if grace.is_some() {
-        return false;
-    }
-    if !(signal == libc::SIGINT && launch.shares_terminal_signals()) {
-        launch.signal(signal);
-    }
-    *grace = Some(Instant::now() + COMMAND_GRACE);
-    true
 }
 
 /// A descriptor owned elsewhere, to wait on.

@@ -2,7 +2,7 @@
 //! offsets the probes go on, and what the resolution found worth saying. This is where
 //! files are read (the target, its symbols, its debug files); the kernel is not touched.
 
-use std::{num::NonZeroU32, ops::Range, path::PathBuf};
+use std::{num::NonZeroU32, path::PathBuf};
 
 use super::{Plan, ReturnProbes};
 use crate::{
@@ -90,8 +90,6 @@ pub struct Targets {
     pub return_sites: bool,
     /// How events name each function (`labels[probe_id]`): demangled, with any offset.
     pub labels: Vec<String>,
-    /// Link-time address ranges of the binary's code, for naming stack frames.
-    pub text_ranges: Vec<Range<u64>>,
     /// What resolving FUNCTION found worth saying (globs, overloads, IFUNCs).
     pub notes: Vec<String>,
     /// Functions FUNCTION matched that are not probed, by label, with why.
@@ -100,6 +98,8 @@ pub struct Targets {
     pub warnings: Vec<String>,
     /// ebpf-tool maps the file itself, so its own calls could hit the probes.
     pub mapped_by_self: bool,
+    /// Most of the file's functions set up frame pointers (`--unwind auto` walks them).
+    pub frame_pointers: bool,
 }
 
 impl Targets {
@@ -172,11 +172,11 @@ impl Targets {
         Ok(Targets {
             labels: functions.iter().map(FunctionSymbol::label).collect(),
             mapped_by_self: target::mapped_by_self(&binary),
+            frame_pointers: plan.stacks.is_none() || symbols.keeps_frame_pointers(),
             binary,
             functions,
             points,
             return_sites,
-            text_ranges: symbols.text_ranges(),
             notes,
             skipped,
             warnings,
