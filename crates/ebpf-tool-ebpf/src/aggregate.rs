@@ -69,7 +69,7 @@ pub fn at_entry(
         }
     }
     if cfg.flags & flags::STACKS_DWARF != 0 {
-        crate::stack_sample::sample(cfg, ctx, caller);
+        crate::stack_sample::sample(cfg, ctx, caller.task, caller.tgid, caller.probe_id);
     } else if cfg.flags & flags::STACKS != 0 {
         stack(cfg, ctx, caller);
     }

@@ -7,14 +7,15 @@ use aya_ebpf::{helpers::generated::bpf_probe_read_user, programs::ProbeContext};
 use ebpf_tool_common::{COMM_LEN, MAX_STACK_BYTES, STACK_CHUNK, StackSample, lost};
 
 use crate::{
-    aggregate::Caller,
     maps::{Cfg, STACK_SAMPLES, count_lost},
+    task::Task,
 };
 
 const MAX_CHUNKS: u32 = (MAX_STACK_BYTES / STACK_CHUNK) as u32;
 
+/// Records a sample of the call of probe `probe_id` by `task` (thread group `tgid`).
 #[inline(always)]
-pub fn sample(cfg: Cfg, ctx: &ProbeContext, caller: Caller) {
+pub fn sample(cfg: Cfg, ctx: &ProbeContext, task: Task, tgid: u32, probe_id: u32) {
     let Some(mut entry) = STACK_SAMPLES.reserve::<StackSample>(0) else {
         count_lost(lost::STACKS_FAILED);
         return;
@@ -30,12 +31,12 @@ pub fn sample(cfg: Cfg, ctx: &ProbeContext, caller: Caller) {
         (*sample).sp = sp;
         (*sample).bp = bp;
         (*sample).base = base;
-        (*sample).tgid = caller.tgid;
-        (*sample).probe_id = caller.probe_id;
+        (*sample).tgid = tgid;
+        (*sample).probe_id = probe_id;
         (*sample)._pad = 0;
         let comm = &mut *core::ptr::addr_of_mut!((*sample).comm);
         *comm = [0; COMM_LEN];
-        caller.task.comm_into(cfg, comm);
+        task.comm_into(cfg, comm);
         // Chunk by chunk, aligned, until one faults: the stack's top is page-aligned,
         // so the last good chunk ends at it; a shorter window is still unwound.
         let stack = core::ptr::addr_of_mut!((*sample).stack).cast::<u8>();
