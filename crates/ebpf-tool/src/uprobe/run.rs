@@ -124,6 +124,24 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
         printer.status("Note: this kernel has no uprobe_multi link (Linux 6.6+): one link per function, slower to attach and detach");
     }
 
+    // The end of the command, or of the process of -p, ends the run: watched from before
+    // the probes are attached, so an exit right after they are is not missed.
+    let watched = launch
+        .as_ref()
+        .map(|l| l.pid)
+        .or(plan.tasks.pid.map(|p| p.get()));
+    let exit_watch = match watched.map(exit::watch) {
+        // SAFETY: the AsyncFd owns the pidfd, which stays open for as long as it exists.
+        Some(Ok(fd)) => Some(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?),
+        Some(Err(err)) if launch.is_none() => {
+            return Err(anyhow::anyhow!(
+                "process {} is gone: {err}",
+                watched.unwrap_or(0)
+            ));
+        }
+        Some(Err(err)) => return Err(err.into()),
+        None => None,
+    };
     privilege::raise_memlock_limit();
     let (mut loader, channels) = Loader::load(
         &run.config,
@@ -148,23 +166,6 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
         printer.status("Press Ctrl+C to stop...");
     }
     printer.flush(true);
-    // The end of the command, or of the process of -p, ends the run.
-    let watched = launch
-        .as_ref()
-        .map(|l| l.pid)
-        .or(plan.tasks.pid.map(|p| p.get()));
-    let exit_watch = match watched.map(exit::watch) {
-        // SAFETY: the AsyncFd owns the pidfd, which stays open for as long as it exists.
-        Some(Ok(fd)) => Some(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?),
-        Some(Err(err)) if launch.is_none() => {
-            return Err(anyhow::anyhow!(
-                "process {} is gone: {err}",
-                watched.unwrap_or(0)
-            ));
-        }
-        Some(Err(err)) => return Err(err.into()),
-        None => None,
-    };
     if let Some(launch) = launch.as_mut() {
         launch.release()?;
     }
