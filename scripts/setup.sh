@@ -41,7 +41,8 @@ apt_install() {
 }
 
 # Tools the tests and fixtures use.
-apt_install gcc g++ libc6-dev binutils xz-utils util-linux bpftool golang-go ca-certificates
+apt_install gcc g++ libc6-dev binutils xz-utils util-linux bpftool golang-go ca-certificates \
+  systemtap-sdt-dev python3 libstdc++6
 
 # Userspace builds with the machine's cargo; a machine without one gets Debian's.
 if ! command -v cargo >/dev/null; then

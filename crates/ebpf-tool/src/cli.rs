@@ -22,7 +22,26 @@ pub enum Command {
     /// Attach a uprobe to a function in a binary or shared library and print each call
     #[command(after_help = UPROBE_EXAMPLES)]
     Uprobe(UprobeArgs),
+    /// Trace a USDT probe (PROVIDER:NAME, a NAME unique across providers, or a glob) at
+    /// every site a binary or library has it; options as for uprobe
+    #[command(after_help = USDT_EXAMPLES)]
+    Usdt(UprobeArgs),
 }
+
+const USDT_EXAMPLES: &str = "\
+Examples:
+  ebpf-tool usdt --list /usr/bin/python3
+      every USDT probe: PROVIDER:NAME, sites, semaphore, argument specs
+  ebpf-tool usdt /usr/bin/python3 python:function__entry -a 0:str,1:str,2:i32
+      every Python function call: file, function name, line (semaphore raised while traced)
+  ebpf-tool usdt libstdc++ libstdcxx:throw --count
+      C++ exceptions thrown, counted
+  ebpf-tool usdt /usr/lib/postgresql/15/bin/postgres query__start -a 0:str
+      every query a PostgreSQL backend starts
+
+Each hit prints one line:
+  usdt triggered! pid=<pid> tid=<tid> comm=<name> arg0=<value> ... probe=<provider:name>
+Without -a, every argument of the probe is shown, with the width and sign its note gives.";
 
 const UPROBE_EXAMPLES: &str = "\
 Examples:

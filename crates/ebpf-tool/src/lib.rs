@@ -32,4 +32,5 @@ pub mod target;
 pub mod tuning;
 pub mod unwind;
 pub mod uprobe;
+pub mod usdt;
 pub mod values;

@@ -36,35 +36,50 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Uprobe(args) if args.list => uprobe::list(&args).map(|()| 0),
-        Command::Uprobe(args) => {
-            let tuning = Tuning::from_env();
-            let plan = uprobe::Plan::from_args(&args)?;
-            // Needed at load; read meanwhile, while the target's symbols are.
-            ebpf_tool::kernel_btf::start_reading();
-            let targets = uprobe::Targets::resolve(&plan)?;
-            let mut kernel =
-                uprobe::kernel_config(&plan, &targets, values::abi::native(), std::process::id())?;
-            // Started last, held before its exec until every probe is attached.
-            let launch = plan
-                .command
-                .as_deref()
-                .map(launch::Launch::start)
-                .transpose()?;
-            if let Some(launch) = &launch {
-                uprobe::scope_to_command(&mut kernel.config, launch.scope);
-            }
-            uprobe::run(
-                uprobe::Run {
-                    plan,
-                    targets,
-                    config: kernel.config,
-                    specs: kernel.specs,
-                    tuning,
-                },
-                launch,
-            )
-        }
+        Command::Usdt(args) if args.list => uprobe::list_usdt(&args).map(|()| 0),
+        Command::Uprobe(args) => trace(&args, false),
+        Command::Usdt(args) => trace(&args, true),
     }
+}
+
+/// `ebpf-tool uprobe`, or (`usdt`) `ebpf-tool usdt`: plan, resolve, configure, run.
+fn trace(args: &ebpf_tool::cli::UprobeArgs, usdt: bool) -> anyhow::Result<u8> {
+    let tuning = Tuning::from_env();
+    let mut plan = uprobe::Plan::from_args(args)?;
+    plan.usdt = usdt;
+    plan.format.usdt = usdt;
+    // Needed at load; read meanwhile, while the target's symbols are.
+    ebpf_tool::kernel_btf::start_reading();
+    let targets = uprobe::Targets::resolve(&plan)?;
+    if usdt {
+        plan.format.layout = if args.args.is_empty() {
+            ebpf_tool::usdt::default_layout(&targets.usdt_args)?
+        } else {
+            let requests = ebpf_tool::usdt::with_note_signs(&args.args, &targets.usdt_args);
+            values::ValueLayout::new(&requests)?
+        };
+    }
+    let mut kernel =
+        uprobe::kernel_config(&plan, &targets, values::abi::native(), std::process::id())?;
+    // Started last, held before its exec until every probe is attached.
+    let launch = plan
+        .command
+        .as_deref()
+        .map(launch::Launch::start)
+        .transpose()?;
+    if let Some(launch) = &launch {
+        uprobe::scope_to_command(&mut kernel.config, launch.scope);
+    }
+    uprobe::run(
+        uprobe::Run {
+            plan,
+            targets,
+            config: kernel.config,
+            specs: kernel.specs,
+            tuning,
+        },
+        launch,
+    )
 }
 
 /// The error and its causes on one line, skipping a cause already quoted by its parent.

@@ -21,6 +21,9 @@ pub struct AttachPoint {
     pub path: PathBuf,
     pub offset: u64,
     pub cookie: u64,
+    /// A USDT semaphore's file offset (0: none): the kernel raises the counter there in
+    /// every process mapping the file while the probe is on.
+    pub ref_ctr_offset: u64,
 }
 
 /// What attaching did.
@@ -106,12 +109,14 @@ impl Loader {
             .expect("loaded above");
         let offsets: Vec<u64> = indexes.iter().map(|&i| points[i].offset).collect();
         let cookies: Vec<u64> = indexes.iter().map(|&i| points[i].cookie).collect();
+        let ref_ctr_offsets: Vec<u64> = indexes.iter().map(|&i| points[i].ref_ctr_offset).collect();
         let path = &points[indexes[0]].path;
         match sys::attach_uprobe_multi(
             program.as_fd(),
             path,
             &offsets,
             &cookies,
+            &ref_ctr_offsets,
             kind == ProbeKind::Return,
             self.pid,
         )
@@ -176,6 +181,9 @@ impl Loader {
             .map_err(program_error)?;
         if program.fd().is_err() {
             program.load().map_err(program_error)?;
+        }
+        if points.iter().any(|p| p.ref_ctr_offset != 0) {
+            return Err(LoadError::SemaphoresNeedMulti);
         }
         let mut report = AttachReport::default();
         for (index, point) in points.iter().enumerate() {

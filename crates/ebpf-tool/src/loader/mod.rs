@@ -79,6 +79,10 @@ impl ProbeKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    #[error(
+        "USDT semaphores need the kernel's uprobe_multi link (Linux 6.6+), which this kernel refused"
+    )]
+    SemaphoresNeedMulti,
     #[error("loading the eBPF object failed: {0}")]
     Object(#[source] aya::EbpfError),
     #[error("the eBPF object has no program '{0}' (is the build out of date?)")]

@@ -166,6 +166,7 @@ pub fn attach_uprobe_multi(
     path: &Path,
     offsets: &[u64],
     cookies: &[u64],
+    ref_ctr_offsets: &[u64],
     on_return: bool,
     pid: u32,
 ) -> io::Result<OwnedFd> {
@@ -176,6 +177,12 @@ pub fn attach_uprobe_multi(
         path: path.as_ptr() as u64,
         offsets: offsets.as_ptr() as u64,
         cookies: cookies.as_ptr() as u64,
+        // Null when no point has a semaphore: the kernel then reads no array.
+        ref_ctr_offsets: if ref_ctr_offsets.iter().any(|&o| o != 0) {
+            ref_ctr_offsets.as_ptr() as u64
+        } else {
+            0
+        },
         cnt: offsets.len() as u32,
         multi_flags: if on_return {
             BPF_F_UPROBE_MULTI_RETURN

@@ -26,6 +26,29 @@ pub struct Histogram {
     pub max: u64,
 }
 
+impl Histogram {
+    /// Adds `other`'s samples (the same kind of histogram) to these.
+    pub fn add(&mut self, other: &Histogram) {
+        if other.count == 0 {
+            return;
+        }
+        if self.fine.len() < other.fine.len() {
+            self.fine.resize(other.fine.len(), 0);
+        }
+        for (mine, theirs) in self.fine.iter_mut().zip(&other.fine) {
+            *mine += theirs;
+        }
+        self.min = if self.count == 0 {
+            other.min
+        } else {
+            self.min.min(other.min)
+        };
+        self.max = self.max.max(other.max);
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+}
+
 fn log2_rows<S: Serializer>(fine: &[u64], serializer: S) -> Result<S::Ok, S::Error> {
     to_log2_rows(fine).serialize(serializer)
 }

@@ -30,7 +30,12 @@ pub fn write_event(
         event.timestamp_ns, event.tgid, event.tid
     )?;
     write_json_string(out, comm_bytes(&event.comm))?;
-    out.write_all(b",\"func\":")?;
+    let key: &[u8] = if format.usdt {
+        b",\"probe\":"
+    } else {
+        b",\"func\":"
+    };
+    out.write_all(key)?;
     write_json_string(out, function.as_bytes())?;
     if event.entry_unseen() {
         out.write_all(b",\"entry_seen\":false")?;
@@ -240,6 +245,7 @@ mod tests {
     fn format(args: &[&str]) -> EventFormat {
         let requests: Vec<_> = args.iter().map(|a| a.parse().unwrap()).collect();
         EventFormat {
+            usdt: false,
             layout: ValueLayout::new(&requests)
                 .unwrap()
                 .with_return(ValueType::parse("i64").unwrap())

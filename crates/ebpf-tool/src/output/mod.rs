@@ -22,6 +22,8 @@ pub struct EventFormat {
     /// The values records carry, and how each is shown.
     pub layout: ValueLayout,
     pub latency: bool,
+    /// USDT probes: lines say `usdt triggered!` and `probe=`, JSON `"probe"`.
+    pub usdt: bool,
 }
 
 /// A value as shown.

@@ -156,14 +156,21 @@ impl Printer {
     pub fn announce(&mut self, a: &Announcement<'_>) {
         const SHOWN: usize = 10;
         self.status(&format!(
-            "Attaching uprobe to {}:{}",
+            "Attaching {} to {}:{}",
+            if self.format.usdt {
+                "USDT probe"
+            } else {
+                "uprobe"
+            },
             printable(a.binary_arg),
             printable(a.function_arg)
         ));
         let binary = printable(&a.binary.to_string_lossy());
+        let what = if self.format.usdt { "a site of" } else { "" };
         for (label, offset) in a.functions.iter().take(SHOWN) {
             self.status(&format!(
-                "Resolved {} in {binary} at file offset {offset:#x}",
+                "Resolved {what}{}{} in {binary} at file offset {offset:#x}",
+                if what.is_empty() { "" } else { " " },
                 printable(label)
             ));
         }

@@ -61,6 +61,19 @@ pub struct CountRow {
 }
 
 /// Sorts rows by count, largest first, then by function and group for a stable order.
+/// Rows of one name and group added into one: the sites of a USDT probe are separate
+/// probes in the kernel but one probe to the user.
+pub fn merge_rows(rows: &mut Vec<CountRow>) {
+    rows.sort_by(|a, b| (&a.func, &a.group).cmp(&(&b.func, &b.group)));
+    rows.dedup_by(|later, kept| {
+        let same = later.func == kept.func && later.group == kept.group;
+        if same {
+            kept.count += later.count;
+        }
+        same
+    });
+}
+
 pub fn sort_rows(rows: &mut [CountRow]) {
     rows.sort_by(|a, b| {
         b.count

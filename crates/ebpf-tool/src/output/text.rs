@@ -18,9 +18,10 @@ pub fn write_event(
     format: &EventFormat,
 ) -> io::Result<()> {
     let event = &record.event;
+    let kind = if format.usdt { "usdt" } else { "uprobe" };
     write!(
         out,
-        "uprobe triggered! pid={} tid={} comm=",
+        "{kind} triggered! pid={} tid={} comm=",
         event.tgid, event.tid
     )?;
     write_escaped(out, comm_bytes(&event.comm))?;
@@ -41,7 +42,8 @@ pub fn write_event(
     if format.latency && !event.entry_unseen() {
         write!(out, " latency_ns={}", event.latency_ns)?;
     }
-    out.write_all(b" func=")?;
+    let key: &[u8] = if format.usdt { b" probe=" } else { b" func=" };
+    out.write_all(key)?;
     write_escaped(out, function.as_bytes())?;
     out.write_all(b"\n")
 }
@@ -75,6 +77,7 @@ mod tests {
         let requests: Vec<_> = args.iter().map(|a| a.parse().unwrap()).collect();
         let layout = ValueLayout::new(&requests).unwrap();
         EventFormat {
+            usdt: false,
             layout: match ret {
                 true => layout
                     .with_return(ValueType::parse("i64").unwrap())

@@ -34,6 +34,8 @@ pub enum SymbolSource {
     DebugFile,
     /// A Go program's own function table (`.gopclntab`).
     GoPclntab,
+    /// A USDT probe's note (`.note.stapsdt`).
+    UsdtNote,
 }
 
 impl SymbolSource {
@@ -44,6 +46,7 @@ impl SymbolSource {
             SymbolSource::MiniDebugInfo => "MiniDebugInfo (.gnu_debugdata)",
             SymbolSource::DebugFile => "the separate debug file",
             SymbolSource::GoPclntab => "Go's function table (.gopclntab)",
+            SymbolSource::UsdtNote => "USDT notes (.note.stapsdt)",
         }
     }
 }
@@ -81,6 +84,8 @@ pub enum CallConv {
     GoRegisters,
     /// Go's stack ABI (ABI0): assembly functions, and all functions before Go 1.17.
     GoStack,
+    /// A USDT site: each argument where its note says (`Targets::usdt_args`).
+    Usdt,
 }
 
 impl FunctionSymbol {

@@ -7,7 +7,7 @@
 
 use std::num::NonZeroU32;
 
-use ebpf_tool_common::{Config, ProbeSpec, STACK_CHUNK, by, flags, pair_by};
+use ebpf_tool_common::{Config, ProbeSpec, STACK_CHUNK, ValueSpec, by, flags, pair_by};
 
 use super::{Plan, Targets};
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
     symbols::CallConv,
     values::{
         ValueError,
-        abi::{Abi, GoRegisters, GoStack},
+        abi::{Abi, GoRegisters, GoStack, UsdtSite},
         probe_spec,
         request::ValueType,
     },
@@ -46,41 +46,59 @@ pub fn kernel_config(
     native: &dyn Abi,
     tool_pid: u32,
 ) -> Result<KernelSettings, SpecError> {
-    let spec_for = |call: CallConv| -> Result<ProbeSpec, ValueError> {
-        let abi: &dyn Abi = match call {
-            CallConv::C => native,
-            CallConv::GoRegisters => &GoRegisters,
-            CallConv::GoStack => &GoStack,
+    let spec_for =
+        |call: CallConv, site: Option<&[Option<ValueSpec>]>| -> Result<ProbeSpec, ValueError> {
+            let usdt;
+            let abi: &dyn Abi = match (call, site) {
+                (CallConv::Usdt, Some(args)) => {
+                    usdt = UsdtSite(args);
+                    &usdt
+                }
+                (CallConv::C | CallConv::Usdt, _) => native,
+                (CallConv::GoRegisters, _) => &GoRegisters,
+                (CallConv::GoStack, _) => &GoStack,
+            };
+            let mut spec = probe_spec(abi, &plan.format.layout, &plan.extras)?;
+            // Goroutines move between threads and their stacks move; ABI0 code (assembly)
+            // does neither while it runs, and keeps no goroutine in R14.
+            if call == CallConv::GoRegisters {
+                spec.pair_by = pair_by::GOROUTINE;
+            }
+            Ok(spec)
         };
-        let mut spec = probe_spec(abi, &plan.format.layout, &plan.extras)?;
-        // Goroutines move between threads and their stacks move; ABI0 code (assembly)
-        // does neither while it runs, and keeps no goroutine in R14.
-        if call == CallConv::GoRegisters {
-            spec.pair_by = pair_by::GOROUTINE;
-        }
-        Ok(spec)
+    // Each USDT site has its own argument locations.
+    let sites: Vec<Vec<Option<ValueSpec>>> = targets
+        .usdt_args
+        .iter()
+        .map(|args| {
+            args.iter()
+                .map(|a| a.as_ref().ok().map(|a| a.spec))
+                .collect()
+        })
+        .collect();
+    let spec_of_function = |index: usize, function: &crate::symbols::FunctionSymbol| {
+        spec_for(function.call, sites.get(index).map(Vec::as_slice))
+            .map_err(|source| usdt_argument_error(targets, index, source, function))
     };
     let mut conventions: Vec<CallConv> = targets.functions.iter().map(|f| f.call).collect();
     conventions.sort_by_key(|c| *c as u8);
     conventions.dedup();
     let mut specs = Vec::new();
     let spec = match conventions[..] {
-        [] => spec_for(CallConv::C),
-        [one] => spec_for(one),
-        _ => {
-            for function in &targets.functions {
-                specs.push(spec_for(function.call).map_err(|source| SpecError {
-                    function: function.label(),
-                    source,
-                })?);
-            }
-            Ok(specs[0])
+        [] => spec_for(CallConv::C, None).map_err(|source| SpecError {
+            function: plan.function_arg.clone(),
+            source,
+        })?,
+        [one] if one != CallConv::Usdt || targets.functions.len() == 1 => {
+            spec_of_function(0, &targets.functions[0])?
         }
-    }
-    .map_err(|source| SpecError {
-        function: plan.function_arg.clone(),
-        source,
-    })?;
+        _ => {
+            for (index, function) in targets.functions.iter().enumerate() {
+                specs.push(spec_of_function(index, function)?);
+            }
+            specs[0]
+        }
+    };
     let mut config = Config {
         spec,
         // ebpf-tool cannot call into a file it has not mapped: no self-filter needed,
@@ -151,6 +169,32 @@ pub fn kernel_config(
     Ok(KernelSettings { config, specs })
 }
 
+/// A spec that cannot be built for probe `index`, saying why a USDT argument cannot be
+/// read when that is the cause.
+fn usdt_argument_error(
+    targets: &Targets,
+    index: usize,
+    source: ValueError,
+    function: &crate::symbols::FunctionSymbol,
+) -> SpecError {
+    let source = match (&source, targets.usdt_args.get(index)) {
+        (ValueError::NoSuchArgument { n }, Some(args)) => match args.get(*n) {
+            Some(Err(why)) => ValueError::UsdtArgument {
+                why: why.to_string(),
+            },
+            _ => ValueError::UsdtArgumentCount {
+                n: *n,
+                count: args.len(),
+            },
+        },
+        _ => source,
+    };
+    SpecError {
+        function: function.label(),
+        source,
+    }
+}
+
 /// Limits the kernel programs to the command of `-c`: its cgroup (it and every process it
 /// starts), or its pid when there is no cgroup to use.
 pub fn scope_to_command(config: &mut Config, scope: crate::launch::Scope) {
@@ -177,7 +221,7 @@ mod tests {
 
     fn plan(line: &str) -> Plan {
         let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
-        let Command::Uprobe(args) = cli.command;
+        let (Command::Uprobe(args) | Command::Usdt(args)) = cli.command;
         Plan::from_args(&args).unwrap()
     }
 
@@ -204,6 +248,8 @@ mod tests {
             warnings: Vec::new(),
             mapped_by_self,
             frame_pointers: true,
+            usdt_args: Vec::new(),
+            semaphores: Vec::new(),
         }
     }
 

@@ -42,3 +42,48 @@ pub fn list(args: &UprobeArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `ebpf-tool usdt --list BINARY [PATTERN]`: every USDT probe as `provider:name`, with
+/// its sites, whether a semaphore guards it, and its first site's argument specs (as
+/// `tplist` and `bpftrace -l 'usdt:...'` show them).
+pub fn list_usdt(args: &UprobeArgs) -> anyhow::Result<()> {
+    let binary = resolve_binary(&args.binary, args.pid.and_then(NonZeroU32::new))?;
+    let probes = crate::usdt::read_probes(&binary)?;
+    let pattern = args.functions.first().map(String::as_str);
+    let shown: Vec<&crate::usdt::UsdtProbe> = match pattern {
+        None => probes.iter().collect(),
+        Some(pattern) if pattern.contains(['*', '?', '[']) || pattern.contains(':') => {
+            crate::usdt::select(&probes, pattern, &binary)?
+        }
+        Some(part) => probes.iter().filter(|p| p.label().contains(part)).collect(),
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    let written = (|| -> io::Result<()> {
+        for probe in &shown {
+            write_printable(&mut out, &probe.label())?;
+            let sites = probe.sites.len();
+            write!(out, "  {sites} site{}", if sites == 1 { "" } else { "s" })?;
+            if probe.has_semaphore() {
+                out.write_all(b"  [semaphore]")?;
+            }
+            if let Some(site) = probe.sites.first()
+                && !site.args_text.is_empty()
+            {
+                out.write_all(b"  args: ")?;
+                write_printable(&mut out, &site.args_text)?;
+            }
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    })();
+    match written {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other?,
+    }
+    eprintln!(
+        "{} USDT probes in {}",
+        shown.len(),
+        printable(&binary.to_string_lossy())
+    );
+    Ok(())
+}

@@ -10,9 +10,10 @@ mod report;
 mod run;
 mod stopping;
 mod targets;
+mod usdt_targets;
 
 pub use kernel_config::{KernelSettings, SpecError, kernel_config, scope_to_command};
-pub use list::list;
+pub use list::{list, list_usdt};
 pub use plan::{Plan, PlanError, ReturnProbes, StackFiles};
 pub use prepared::Run;
 pub use run::run;

@@ -101,6 +101,8 @@ pub struct Plan {
     pub noop: bool,
     /// `-c CMD` / `-- CMD ARGS`: the command to run and trace, as words.
     pub command: Option<Vec<String>>,
+    /// `ebpf-tool usdt`: FUNCTIONs are USDT probes.
+    pub usdt: bool,
 }
 
 /// The command of `-c 'CMD ARGS'` (split as a shell splits words, without expanding
@@ -171,6 +173,7 @@ impl Plan {
             duration: (args.duration > 0).then(|| Duration::from_secs(args.duration)),
             interval: args.interval.map(Duration::from_secs),
             format: EventFormat {
+                usdt: false,
                 layout,
                 latency: args.latency,
             },
@@ -201,6 +204,7 @@ impl Plan {
             json: args.json,
             noop: args.noop,
             command: command_words(args)?,
+            usdt: false,
         })
     }
 
@@ -219,7 +223,7 @@ mod tests {
 
     fn plan(line: &str) -> Result<Plan, PlanError> {
         let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
-        let Command::Uprobe(args) = cli.command;
+        let (Command::Uprobe(args) | Command::Usdt(args)) = cli.command;
         Plan::from_args(&args)
     }
 

@@ -36,6 +36,7 @@ pub fn attach_points(
             path: path.to_owned(),
             offset,
             cookie: probe as u64,
+            ref_ctr_offset: 0,
         };
         match kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, list)) => list.push(point),
@@ -65,12 +66,30 @@ pub fn attach_points(
 pub fn run_points(run: &Run) -> Vec<(ProbeKind, Vec<AttachPoint>)> {
     let targets = &run.targets;
     let points: Vec<(usize, &ProbePoints)> = targets.points.iter().enumerate().collect();
-    attach_points(
-        &targets.binary,
-        &points,
-        run.plan.returns,
-        targets.return_sites,
+    with_semaphores(
+        attach_points(
+            &targets.binary,
+            &points,
+            run.plan.returns,
+            targets.return_sites,
+        ),
+        &targets.semaphores,
     )
+}
+
+/// Each USDT site's entry point with its semaphore (`semaphores[probe id]`).
+fn with_semaphores(
+    mut kinds: Vec<(ProbeKind, Vec<AttachPoint>)>,
+    semaphores: &[u64],
+) -> Vec<(ProbeKind, Vec<AttachPoint>)> {
+    for (kind, points) in &mut kinds {
+        if *kind == ProbeKind::Entry {
+            for point in points {
+                point.ref_ctr_offset = semaphores.get(point.cookie as usize).copied().unwrap_or(0);
+            }
+        }
+    }
+    kinds
 }
 
 /// Attaches the probes of each kind, saying which were refused.
@@ -186,7 +205,10 @@ pub fn reattach(
         .collect();
     let points: Vec<(usize, &ProbePoints)> = found.iter().map(|(p, at)| (*p, at)).collect();
     let missing = targets.labels.len() - points.len();
-    let kinds = attach_points(&targets.binary, &points, plan.returns, targets.return_sites);
+    let kinds = with_semaphores(
+        attach_points(&targets.binary, &points, plan.returns, targets.return_sites),
+        &targets.semaphores,
+    );
     if points.is_empty() {
         printer.warning("probes stay off: the new file has none of the traced functions");
     } else if let Err(err) = attach(printer, run, loader, &kinds) {

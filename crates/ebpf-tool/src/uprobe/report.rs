@@ -35,6 +35,7 @@ pub fn tables(run: &Run, aggregates: &Aggregates) -> Result<Tables, LoadError> {
     let mut tables = Tables::default();
     if plan.count {
         let mut rows = count_rows(&plan.group_by, aggregates, &name)?;
+        table::merge_rows(&mut rows);
         table::sort_rows(&mut rows);
         tables.counts = Some((group_name(&plan.group_by), rows));
     }
@@ -57,10 +58,11 @@ pub fn tables(run: &Run, aggregates: &Aggregates) -> Result<Tables, LoadError> {
             })
             .collect();
         grouped.sort_by(|a, b| (&a.func, &a.group).cmp(&(&b.func, &b.group)));
-        tables.hists = grouped;
+        tables.hists = merge_hists(grouped);
         return Ok(tables);
     }
-    let show_empty = labels.len() == 1;
+    // One function (or the sites of one USDT probe): its table shows even when empty.
+    let show_empty = labels.windows(2).all(|w| w[0] == w[1]);
     for (probe, label) in labels.iter().enumerate() {
         if let Some(key) = plan.hist_key() {
             tables.hists.push(HistTable {
@@ -81,7 +83,24 @@ pub fn tables(run: &Run, aggregates: &Aggregates) -> Result<Tables, LoadError> {
             });
         }
     }
+    tables.hists = merge_hists(std::mem::take(&mut tables.hists));
     Ok(tables)
+}
+
+/// Histograms of one name, group and value added into one (the sites of a USDT probe),
+/// in the order first seen.
+fn merge_hists(tables: Vec<HistTable>) -> Vec<HistTable> {
+    let mut merged: Vec<HistTable> = Vec::with_capacity(tables.len());
+    for table in tables {
+        match merged
+            .iter_mut()
+            .find(|m| m.func == table.func && m.group == table.group && m.of == table.of)
+        {
+            Some(kept) => kept.hist.add(&table.hist),
+            None => merged.push(table),
+        }
+    }
+    merged
 }
 
 /// The name a group column or histogram title uses: `pid`, `comm`, `arg0`.

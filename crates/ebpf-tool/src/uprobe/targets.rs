@@ -36,6 +36,10 @@ pub enum TargetsError {
         function: String,
         why: NoReturnSites,
     },
+    #[error(transparent)]
+    Usdt(#[from] crate::usdt::UsdtError),
+    #[error("USDT probes mark a point, not a call: --ret and --latency do not apply")]
+    UsdtReturns,
 }
 
 /// Where one function's probes go, as file offsets.
@@ -100,10 +104,18 @@ pub struct Targets {
     pub mapped_by_self: bool,
     /// Most of the file's functions set up frame pointers (`--unwind auto` walks them).
     pub frame_pointers: bool,
+    /// USDT runs: each probe's (site's) arguments, by probe id; empty for uprobes.
+    pub usdt_args: Vec<Vec<Result<crate::usdt::UsdtArg, crate::usdt::ArgError>>>,
+    /// USDT runs: each site's semaphore (file offset of its reference counter, 0 for
+    /// none), by probe id; empty for uprobes.
+    pub semaphores: Vec<u64>,
 }
 
 impl Targets {
     pub fn resolve(plan: &Plan) -> Result<Targets, TargetsError> {
+        if plan.usdt {
+            return super::usdt_targets::resolve(plan);
+        }
         let pid = plan.tasks.pid;
         if let Some(pid) = pid
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -173,6 +185,8 @@ impl Targets {
             labels: functions.iter().map(FunctionSymbol::label).collect(),
             mapped_by_self: target::mapped_by_self(&binary),
             frame_pointers: plan.stacks.is_none() || symbols.keeps_frame_pointers(),
+            usdt_args: Vec::new(),
+            semaphores: Vec::new(),
             binary,
             functions,
             points,
@@ -248,7 +262,7 @@ fn return_sites(
 /// BINARY as the traced process sees it with `-p`, else as we do.
 /// With `-c`, a library name as the command will load it (its DT_NEEDED, RPATH/RUNPATH,
 /// the cache): a name with a `/` is a path and left to `resolve_binary`.
-fn loaded_by(command: &[String], name: &str) -> Option<PathBuf> {
+pub(super) fn loaded_by(command: &[String], name: &str) -> Option<PathBuf> {
     if name.contains('/') {
         return None;
     }

@@ -21,6 +21,8 @@ pub enum ArgPlace {
     Register(u8),
     /// In memory at the stack pointer plus this many bytes.
     Stack(i64),
+    /// A complete location with its own width and sign (a USDT note's).
+    Spec(ValueSpec),
 }
 
 /// A calling convention.
@@ -161,6 +163,24 @@ impl Abi for GoStack {
     }
 }
 
+/// A USDT site: each argument where its note says; `None` for one whose note this
+/// cannot read (asking for it is an error said before this is built).
+pub struct UsdtSite<'a>(pub &'a [Option<ValueSpec>]);
+
+impl Abi for UsdtSite<'_> {
+    fn arg(&self, n: usize) -> Option<ArgPlace> {
+        self.0.get(n).copied().flatten().map(ArgPlace::Spec)
+    }
+
+    fn return_register(&self) -> Option<u8> {
+        None
+    }
+
+    fn machine(&self) -> Machine {
+        Machine::X86_64
+    }
+}
+
 /// The C ABI of the machine this runs on.
 pub fn native() -> &'static dyn Abi {
     if cfg!(target_arch = "aarch64") {
@@ -174,6 +194,13 @@ pub fn native() -> &'static dyn Abi {
 pub fn spec_of(abi: &dyn Abi, request: &ValueRequest) -> Result<ValueSpec, ValueError> {
     let location = &request.location;
     let mut spec = innermost(abi, location)?;
+    // A USDT argument asked for by number alone keeps the width and sign its note says.
+    if let Location::Arg(n) = location
+        && matches!(abi.arg(*n), Some(ArgPlace::Spec(_)))
+        && !request.typed
+    {
+        return Ok(spec);
+    }
     if spec.reads as usize > MAX_HOPS {
         return Err(ValueError::TooDeep {
             key: location.to_string(),
@@ -194,6 +221,7 @@ fn innermost(abi: &dyn Abi, location: &Location) -> Result<ValueSpec, ValueError
         Location::Arg(n) => Ok(
             match abi.arg(*n).ok_or(ValueError::NoSuchArgument { n: *n })? {
                 ArgPlace::Register(reg) => ValueSpec::register(reg, 8, false),
+                ArgPlace::Spec(spec) => spec,
                 ArgPlace::Stack(offset) => ValueSpec {
                     base: abi.machine().stack_pointer(),
                     displacement: offset,

@@ -32,6 +32,10 @@ pub enum ValueError {
         "argument word {n} is passed on the stack, where this function's calling convention does not say (Go: words 0-8 are in registers)"
     )]
     NoSuchArgument { n: usize },
+    #[error("{why}")]
+    UsdtArgument { why: String },
+    #[error("arg{n}: this USDT probe has {count} argument(s) (arg0..)")]
+    UsdtArgumentCount { n: usize, count: usize },
     #[error(
         "this function returns its results on the stack (Go assembly, ABI0): --ret cannot show them"
     )]
@@ -91,6 +95,15 @@ pub struct ShownReturn {
 impl ValueLayout {
     /// The layout that shows `requests` (`arg0` when there are none, as the spec's lines
     /// have it). Asking twice for the same value shows it once.
+    /// A layout that shows nothing (a USDT probe without arguments).
+    pub fn without_values() -> ValueLayout {
+        ValueLayout {
+            values: Vec::new(),
+            slots: 0,
+            ret: None,
+        }
+    }
+
     pub fn new(requests: &[ValueRequest]) -> Result<ValueLayout, ValueError> {
         let default = [ValueRequest {
             location: Location::Arg(0),
