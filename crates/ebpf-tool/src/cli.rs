@@ -197,6 +197,12 @@ pub struct UprobeArgs {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub interval: Option<u64>,
 
+    /// Serve the run's counts and histograms for Prometheus at http://ADDR/metrics
+    /// (127.0.0.1:9464, [::1]:9464, :9464 for every interface), read from the kernel at
+    /// each scrape; implies --count unless --latency or --hist is given
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_address)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// A log2 histogram of a value (an argument number, or any -a LOCATION[:TYPE]),
     /// computed in the kernel (no per-call output)
     #[arg(long, value_name = "VALUE", value_parser = parse_number_value)]
@@ -291,4 +297,8 @@ fn parse_number_value(text: &str) -> Result<ValueRequest, String> {
 fn parse_filter(text: &str) -> Result<FilterRequest, String> {
     text.parse()
         .map_err(|e: crate::values::request::RequestError| e.to_string())
+}
+
+fn parse_metrics_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    crate::metrics::parse_address(text).map_err(|e| e.to_string())
 }

@@ -23,6 +23,7 @@ pub mod kernel;
 pub mod kernel_btf;
 pub mod launch;
 pub mod loader;
+pub mod metrics;
 pub mod output;
 pub mod privilege;
 pub mod suggest;

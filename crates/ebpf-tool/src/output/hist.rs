@@ -54,7 +54,7 @@ fn log2_rows<S: Serializer>(fine: &[u64], serializer: S) -> Result<S::Ok, S::Err
 }
 
 /// Fine buckets summed by power of two (a fine bucket lies inside one).
-fn to_log2_rows(fine: &[u64]) -> Vec<u64> {
+pub fn to_log2_rows(fine: &[u64]) -> Vec<u64> {
     let mut rows = vec![0; LOG2_ROWS];
     for (bucket, &n) in fine.iter().enumerate() {
         if n > 0 {

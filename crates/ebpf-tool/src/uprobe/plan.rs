@@ -103,6 +103,8 @@ pub struct Plan {
     pub command: Option<Vec<String>>,
     /// `ebpf-tool usdt`: FUNCTIONs are USDT probes.
     pub usdt: bool,
+    /// `--metrics`: where Prometheus scrapes the run.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The command of `-c 'CMD ARGS'` (split as a shell splits words, without expanding
@@ -155,8 +157,12 @@ impl Plan {
         if let Some(ty) = args.ret {
             layout = layout.with_return(ty)?;
         }
-        let aggregate_only =
-            args.count || args.hist.is_some() || args.stacks || args.quiet || args.noop;
+        let aggregate_only = args.metrics.is_some()
+            || args.count
+            || args.hist.is_some()
+            || args.stacks
+            || args.quiet
+            || args.noop;
         Ok(Plan {
             binary_arg: args.binary.clone(),
             function_arg: args.functions.join(" "),
@@ -193,7 +199,9 @@ impl Plan {
                 _ => ReturnProbes::Auto,
             },
             latency: args.latency,
-            count: args.count,
+            // An exporter with no table asked for exports counts.
+            count: args.count || (args.metrics.is_some() && !args.latency && args.hist.is_none()),
+            metrics: args.metrics,
             group_by: args.by.clone(),
             stacks: args.stacks.then(|| StackFiles {
                 folded: args.folded.clone(),

@@ -26,6 +26,8 @@ use crate::{
     events, kernel,
     launch::{self, Launch, exit},
     loader::Loader,
+    loader::{Aggregates, LoadError},
+    metrics::{MetricsServer, Snapshot, own_usage},
     output::{
         escape,
         printer::{Announcement, Closing, Printer},
@@ -142,6 +144,12 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
         Some(Err(err)) => return Err(err.into()),
         None => None,
     };
+    // Listening before attaching: a port in use costs no probe.
+    let (scrape_tx, mut scrapes) = tokio::sync::mpsc::unbounded_channel();
+    let metrics_server = plan
+        .metrics
+        .map(|addr| MetricsServer::start(addr, scrape_tx))
+        .transpose()?;
     privilege::raise_memlock_limit();
     let (mut loader, channels) = Loader::load(
         &run.config,
@@ -157,6 +165,9 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
 
     printer.status("Uprobe attached successfully. Waiting for events...");
     printer.status("(Functions called will trigger the probe)\n");
+    if let Some(server) = &metrics_server {
+        printer.status(&format!("Metrics at http://{}/metrics", server.address));
+    }
     if let Some(launch) = &launch {
         if let Some(note) = &launch.scope_note {
             printer.warning(note);
@@ -307,6 +318,9 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
                     reattach_at = Some(Instant::now() + SETTLE);
                 }
             }
+            Some(reply) = scrapes.recv(), if metrics_server.is_some() => {
+                let _ = reply.send(metrics_text(run, &aggregates)?);
+            }
             _ = interval.tick() => {
                 printer.status(&format!("\n--- {} (cumulative) ---", clock_time()));
                 printer.tables(&report::tables(run, &aggregates)?);
@@ -329,6 +343,9 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
         tokio::task::yield_now().await;
     };
     let stopped = Instant::now();
+    // Scrapes in flight get a 503 at once, and the server stops.
+    drop(scrapes);
+    drop(metrics_server);
     printer.keep_order(true);
 
     // Detach first, then drain: records written before the last probe went away still
@@ -419,6 +436,25 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
     };
     printer.summary(&closing);
     Ok(exit_code)
+}
+
+/// What a scrape of `--metrics` gets: the tables as they are now, what could not be
+/// recorded, and the tool's own cost.
+fn metrics_text(run: &Run, aggregates: &Aggregates) -> Result<String, LoadError> {
+    let tables = report::tables(run, aggregates)?;
+    let mut snapshot = Snapshot::of_tables(&run.targets.binary.to_string_lossy(), &tables);
+    let losses = aggregates.losses()?;
+    snapshot.lost = vec![
+        ("ringbuf_full", losses.ringbuf_full),
+        ("counts_full", losses.counts_full),
+        ("stacks_failed", losses.stacks_failed),
+        ("return_unpaired", losses.unpaired),
+        ("value_unreadable", losses.unreadable),
+        ("never_returned", losses.abandoned),
+    ];
+    snapshot.probes_attached = run.targets.functions.len() as u64;
+    (snapshot.resident_bytes, snapshot.cpu_seconds) = own_usage();
+    Ok(snapshot.encode())
 }
 
 /// A descriptor owned elsewhere, to wait on.
