@@ -26,6 +26,21 @@ pub enum Command {
     /// every site a binary or library has it; options as for uprobe
     #[command(after_help = USDT_EXAMPLES)]
     Usdt(UprobeArgs),
+    /// What this machine offers ebpf-tool (kernel, BPF features, privileges, CPU), each
+    /// found by asking the kernel, and what the tool does without each missing piece
+    Features {
+        /// One JSON object per feature
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), made from these same definitions
+    #[command(hide = true)]
+    Man,
 }
 
 const USDT_EXAMPLES: &str = "\

@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod events;
+pub mod features;
 pub mod files;
 pub mod kernel;
 pub mod kernel_btf;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 use ebpf_tool::{
     cli::{Cli, Command},
     launch,
@@ -39,7 +39,57 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Usdt(args) if args.list => uprobe::list_usdt(&args).map(|()| 0),
         Command::Uprobe(args) => trace(&args, false),
         Command::Usdt(args) => trace(&args, true),
+        Command::Features { json } => features(json).map(|()| 0),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "ebpf-tool", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            man_page(&mut std::io::stdout().lock())?;
+            Ok(0)
+        }
     }
+}
+
+/// The man page: the tool's own page, then each subcommand's options and examples (the
+/// same text as its `--help`), all from the clap definitions.
+fn man_page(out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let command = Cli::command();
+    let man = clap_mangen::Man::new(command.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_subcommands_section(out)?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = sub.get_name().to_uppercase();
+        writeln!(out, ".SH \"{name}\"")?;
+        let sub = sub
+            .clone()
+            .bin_name(format!("ebpf-tool {}", sub.get_name()));
+        let page = clap_mangen::Man::new(sub);
+        page.render_synopsis_section(out)?;
+        page.render_options_section(out)?;
+        page.render_extra_section(out)?;
+    }
+    man.render_version_section(out)
+}
+
+/// `ebpf-tool features`.
+fn features(json: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let found = ebpf_tool::features::detect(&Tuning::from_env());
+    let mut out = std::io::stdout().lock();
+    if json {
+        for feature in &found {
+            serde_json::to_writer(&mut out, feature)?;
+            out.write_all(b"\n")?;
+        }
+    } else {
+        ebpf_tool::features::write_text(&mut out, &found)?;
+    }
+    Ok(())
 }
 
 /// `ebpf-tool uprobe`, or (`usdt`) `ebpf-tool usdt`: plan, resolve, configure, run.

@@ -37,6 +37,28 @@ pub fn check() -> Result<(), PrivilegeError> {
     Err(PrivilegeError { have })
 }
 
+/// The privileges this process holds, for `ebpf-tool features`.
+pub fn describe_held() -> String {
+    let caps = effective_capabilities().unwrap_or(0);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let held: Vec<&str> = [
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+    ]
+    .into_iter()
+    .filter(|(cap, _)| caps & (1u64 << cap) != 0)
+    .map(|(_, name)| name)
+    .collect();
+    let caps = if held.is_empty() {
+        "no tracing capabilities".to_owned()
+    } else {
+        held.join(", ")
+    };
+    format!("{}{caps}", if root { "root; " } else { "" })
+}
+
 /// The `CapEff` mask from /proc/self/status.
 fn effective_capabilities() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;

@@ -134,6 +134,51 @@ pub fn load_program(
     }
 }
 
+/// Whether the kernel loads a kprobe-type program of `insns` with this expected attach
+/// type and `prog_flags` (`BPF_F_SLEEPABLE`): how `ebpf-tool features` asks the kernel
+/// rather than guessing from its version. The program is dropped at once.
+pub fn program_loads(insns: &[Insn], attach_type: u32, prog_flags: u32) -> io::Result<()> {
+    let license = CString::new("GPL").unwrap_or_default();
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_KPROBE,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        expected_attach_type: attach_type,
+        prog_flags,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_LOAD, &mut attr).map(drop)
+}
+
+/// `union bpf_attr` for BPF_MAP_CREATE, its first fields.
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+/// Whether the kernel creates a map of `map_type` (dropped at once).
+pub fn map_creates(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> io::Result<()> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags: 0,
+    };
+    bpf(0 /* BPF_MAP_CREATE */, &mut attr).map(drop)
+}
+
 /// The end of a verifier log, where it says why, as ` (verifier: ...)` on one line (a
 /// whole log can be megabytes); the whole log goes to the debug log.
 pub fn verifier_summary(log: &str) -> String {

@@ -231,7 +231,9 @@ mod tests {
 
     fn plan(line: &str) -> Result<Plan, PlanError> {
         let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
-        let (Command::Uprobe(args) | Command::Usdt(args)) = cli.command;
+        let (Command::Uprobe(args) | Command::Usdt(args)) = cli.command else {
+            panic!("not a tracing command: {line}")
+        };
         Plan::from_args(&args)
     }
 
