@@ -127,6 +127,11 @@ pub struct UprobeArgs {
     #[arg(short, long)]
     pub list: bool,
 
+    /// With --list: each function's signature from its debug info
+    /// (`long fx_handle(struct req * r, int flags)`)
+    #[arg(short, long, requires = "list")]
+    pub verbose: bool,
+
     /// How long to trace, in seconds (0 = until Ctrl+C)
     #[arg(short, long, value_name = "SECS", default_value_t = 0)]
     pub duration: u64,

@@ -17,6 +17,7 @@
 //!    stdout.
 
 pub mod cli;
+pub mod dwarf;
 pub mod events;
 pub mod features;
 pub mod files;

@@ -100,7 +100,12 @@ fn trace(args: &ebpf_tool::cli::UprobeArgs, usdt: bool) -> anyhow::Result<u8> {
     plan.format.usdt = usdt;
     // Needed at load; read meanwhile, while the target's symbols are.
     ebpf_tool::kernel_btf::start_reading();
-    let targets = uprobe::Targets::resolve(&plan)?;
+    let mut targets = if usdt {
+        uprobe::resolve_usdt(&plan)?
+    } else {
+        uprobe::Targets::resolve(&plan)?
+    };
+    uprobe::resolve_named_values(&mut plan, &mut targets, &args.args)?;
     if usdt {
         plan.format.layout = if args.args.is_empty() {
             ebpf_tool::usdt::default_layout(&targets.usdt_args)?

@@ -88,6 +88,18 @@ fn unknown_library_name() {
 }
 
 #[test]
+fn a_name_from_the_source_needs_debug_info() {
+    // `-a bytes` is a parameter name: fine to the parser, but libc has no debug info here.
+    let out = ebpf_tool()
+        .args(["uprobe", "libc", "malloc", "-a", "bytes", "-d", "1"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.starts_with("error: no debug info for "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
 fn bad_flag_values_are_refused_by_the_parser() {
     for args in [
         ["uprobe", "libc", "malloc", "-d", "abc"],
@@ -96,7 +108,7 @@ fn bad_flag_values_are_refused_by_the_parser() {
         ["uprobe", "libc", "malloc", "-p", "x"],
         // -a and --filter own their grammar: clap refuses them like any bad flag.
         ["uprobe", "libc", "malloc", "-a", "0:float"],
-        ["uprobe", "libc", "malloc", "-a", "x"],
+        ["uprobe", "libc", "malloc", "-a", "x-"],
         ["uprobe", "libc", "malloc", "--filter", "arg0 >"],
         ["uprobe", "libc", "malloc", "--filter", "arg0 ~ 1"],
         ["uprobe", "libc", "malloc", "--hist", "0:str"],

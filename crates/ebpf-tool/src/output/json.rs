@@ -218,6 +218,7 @@ fn write_json_value(out: &mut impl Write, value: &ArgValue<'_>) -> io::Result<()
         ArgValue::Hex(v) => write!(out, "\"{v:#x}\""),
         ArgValue::Bytes { bytes, .. } => write_json_string(out, bytes),
         ArgValue::Unreadable | ArgValue::Null => out.write_all(b"null"),
+        ArgValue::Name(name) => write_json_string(out, name.as_bytes()),
     }
 }
 

@@ -42,6 +42,8 @@ pub enum ArgValue<'a> {
     Unreadable,
     /// A string pointer that is NULL (a function returning no string).
     Null,
+    /// An enum's value by its enumerator's name.
+    Name(&'static str),
 }
 
 /// The return value a record shows, as `--ret TYPE` says; None when not shown.
@@ -93,6 +95,13 @@ pub fn arg_values<'a, 'f>(
             ArgValue::Unreadable
         } else {
             match value.display {
+                Display::Unsigned | Display::Signed
+                    if let Some(name) = value
+                        .names
+                        .and_then(|names| names.iter().find(|(v, _)| *v == raw as i64)) =>
+                {
+                    ArgValue::Name(name.1.as_str())
+                }
                 Display::Unsigned => ArgValue::Unsigned(raw),
                 Display::Signed => ArgValue::Signed(raw as i64),
                 Display::Hex => ArgValue::Hex(raw),

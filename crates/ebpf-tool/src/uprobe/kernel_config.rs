@@ -15,7 +15,7 @@ use crate::{
     symbols::CallConv,
     values::{
         ValueError,
-        abi::{Abi, GoRegisters, GoStack, UsdtSite},
+        abi::{Abi, GoRegisters, GoStack, UsdtSite, WithNames},
         probe_spec,
         request::ValueType,
     },
@@ -46,27 +46,38 @@ pub fn kernel_config(
     native: &dyn Abi,
     tool_pid: u32,
 ) -> Result<KernelSettings, SpecError> {
-    let spec_for =
-        |call: CallConv, site: Option<&[Option<ValueSpec>]>| -> Result<ProbeSpec, ValueError> {
-            let usdt;
-            let abi: &dyn Abi = match (call, site) {
-                (CallConv::Usdt, Some(args)) => {
-                    usdt = UsdtSite(args);
-                    &usdt
-                }
-                (CallConv::C | CallConv::Usdt, _) => native,
-                (CallConv::GoRegisters, _) => &GoRegisters,
-                (CallConv::GoStack, _) => &GoStack,
-            };
-            let mut spec = probe_spec(abi, &plan.format.layout, &plan.extras)?;
-            // Goroutines move between threads and their stacks move; ABI0 code (assembly)
-            // does neither while it runs, and keeps no goroutine in R14.
-            if call == CallConv::GoRegisters {
-                spec.pair_by = pair_by::GOROUTINE;
+    // Each function's convention; USDT sites with their own argument locations, and
+    // values named from the source with what each function's debug info says.
+    let spec_for = |call: CallConv,
+                    site: Option<&[Option<ValueSpec>]>,
+                    named: Option<&[(String, ValueSpec)]>|
+     -> Result<ProbeSpec, ValueError> {
+        let usdt;
+        let with_names;
+        let abi: &dyn Abi = match (call, site) {
+            (CallConv::Usdt, Some(args)) => {
+                usdt = UsdtSite(args);
+                &usdt
             }
-            Ok(spec)
+            (CallConv::C | CallConv::Usdt, _) => native,
+            (CallConv::GoRegisters, _) => &GoRegisters,
+            (CallConv::GoStack, _) => &GoStack,
         };
-    // Each USDT site has its own argument locations.
+        let abi: &dyn Abi = match named {
+            Some(named) => {
+                with_names = WithNames { abi, named };
+                &with_names
+            }
+            None => abi,
+        };
+        let mut spec = probe_spec(abi, &plan.format.layout, &plan.extras)?;
+        // Goroutines move between threads and their stacks move; ABI0 code (assembly)
+        // does neither while it runs, and keeps no goroutine in R14.
+        if call == CallConv::GoRegisters {
+            spec.pair_by = pair_by::GOROUTINE;
+        }
+        Ok(spec)
+    };
     let sites: Vec<Vec<Option<ValueSpec>>> = targets
         .usdt_args
         .iter()
@@ -77,19 +88,24 @@ pub fn kernel_config(
         })
         .collect();
     let spec_of_function = |index: usize, function: &crate::symbols::FunctionSymbol| {
-        spec_for(function.call, sites.get(index).map(Vec::as_slice))
-            .map_err(|source| usdt_argument_error(targets, index, source, function))
+        spec_for(
+            function.call,
+            sites.get(index).map(Vec::as_slice),
+            targets.named.get(index).map(Vec::as_slice),
+        )
+        .map_err(|source| usdt_argument_error(targets, index, source, function))
     };
     let mut conventions: Vec<CallConv> = targets.functions.iter().map(|f| f.call).collect();
     conventions.sort_by_key(|c| *c as u8);
     conventions.dedup();
     let mut specs = Vec::new();
+    let per_site = !targets.usdt_args.is_empty() || !targets.named.is_empty();
     let spec = match conventions[..] {
-        [] => spec_for(CallConv::C, None).map_err(|source| SpecError {
+        [] => spec_for(CallConv::C, None, None).map_err(|source| SpecError {
             function: plan.function_arg.clone(),
             source,
         })?,
-        [one] if one != CallConv::Usdt || targets.functions.len() == 1 => {
+        [_] if !per_site || targets.functions.len() == 1 => {
             spec_of_function(0, &targets.functions[0])?
         }
         _ => {
@@ -252,6 +268,7 @@ mod tests {
             frame_pointers: true,
             usdt_args: Vec::new(),
             semaphores: Vec::new(),
+            named: Vec::new(),
         }
     }
 

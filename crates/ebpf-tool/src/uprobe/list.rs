@@ -18,11 +18,26 @@ pub fn list(args: &UprobeArgs) -> anyhow::Result<()> {
     let binary = resolve_binary(&args.binary, args.pid.and_then(NonZeroU32::new))?;
     let symbols = Symbols::read(&binary)?;
     let functions = symbols.list(args.functions.first().map(String::as_str));
+    // -v: signatures from the debug info, by function address.
+    let signatures: std::collections::HashMap<u64, String> = if args.verbose {
+        let info = crate::dwarf::DebugInfo::load(&binary)?;
+        info.functions()
+            .into_iter()
+            .map(|(address, f)| (address, f.signature()))
+            .collect()
+    } else {
+        Default::default()
+    };
     let mut out = BufWriter::new(io::stdout().lock());
     let written = (|| -> io::Result<()> {
         for function in &functions {
             write!(out, "{:#010x}  ", function.file_offset)?;
-            write_printable(&mut out, &function.label())?;
+            match signatures.get(&function.address) {
+                Some(signature) if function.offset_in_function == 0 => {
+                    write_printable(&mut out, signature)?
+                }
+                _ => write_printable(&mut out, &function.label())?,
+            }
             if function.ifunc {
                 out.write_all(b"  [ifunc]")?;
             }

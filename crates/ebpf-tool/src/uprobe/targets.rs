@@ -40,6 +40,10 @@ pub enum TargetsError {
     Usdt(#[from] crate::usdt::UsdtError),
     #[error("USDT probes mark a point, not a call: --ret and --latency do not apply")]
     UsdtReturns,
+    #[error(transparent)]
+    Dwarf(#[from] crate::dwarf::DwarfError),
+    #[error("{line}: the line table has no statement there")]
+    NoSuchLine { line: String },
 }
 
 /// Where one function's probes go, as file offsets.
@@ -109,13 +113,13 @@ pub struct Targets {
     /// USDT runs: each site's semaphore (file offset of its reference counter, 0 for
     /// none), by probe id; empty for uprobes.
     pub semaphores: Vec<u64>,
+    /// Values named from the source (`r->len`), each function's spec for each, by probe
+    /// id; empty when none is asked for.
+    pub named: Vec<Vec<(String, ebpf_tool_common::ValueSpec)>>,
 }
 
 impl Targets {
     pub fn resolve(plan: &Plan) -> Result<Targets, TargetsError> {
-        if plan.usdt {
-            return super::usdt_targets::resolve(plan);
-        }
         let pid = plan.tasks.pid;
         if let Some(pid) = pid
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -135,7 +139,9 @@ impl Targets {
         let mut notes = Vec::new();
         let return_sites =
             plan.returns && return_sites(plan, &symbols, &binary, &mut notes, &mut warnings)?;
-        let resolution = symbols.resolve_all(&plan.function_args)?;
+        let expanded = super::source_targets::expand(&symbols, &binary, &plan.function_args)?;
+        notes.extend(expanded.notes);
+        let resolution = symbols.resolve_all(&expanded.specs)?;
         notes.splice(0..0, resolution.notes);
         let mut skipped: Vec<(String, String)> = resolution
             .unprobeable
@@ -182,11 +188,22 @@ impl Targets {
             ));
         }
         Ok(Targets {
-            labels: functions.iter().map(FunctionSymbol::label).collect(),
+            // Source lines and inlined copies under the name the user wrote.
+            labels: functions
+                .iter()
+                .map(|f| {
+                    expanded
+                        .labels
+                        .get(&f.address)
+                        .cloned()
+                        .unwrap_or_else(|| f.label())
+                })
+                .collect(),
             mapped_by_self: target::mapped_by_self(&binary),
             frame_pointers: plan.stacks.is_none() || symbols.keeps_frame_pointers(),
             usdt_args: Vec::new(),
             semaphores: Vec::new(),
+            named: Vec::new(),
             binary,
             functions,
             points,

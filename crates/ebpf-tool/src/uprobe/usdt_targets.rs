@@ -49,6 +49,7 @@ pub fn resolve(plan: &Plan) -> Result<Targets, TargetsError> {
             || Symbols::read(&binary).is_ok_and(|s| s.keeps_frame_pointers()),
         usdt_args: Vec::new(),
         semaphores: Vec::new(),
+        named: Vec::new(),
     };
     for probe in &chosen {
         let label = probe.label();

@@ -33,6 +33,37 @@ pub trait Abi {
     fn return_register(&self) -> Option<u8>;
     /// The instruction set it is a convention of.
     fn machine(&self) -> Machine;
+    /// A value named from the source (`r->len`), as the debug info locates it.
+    fn named(&self, _text: &str) -> Option<ValueSpec> {
+        None
+    }
+}
+
+/// A function's convention plus what its debug info says of named values.
+pub struct WithNames<'a> {
+    pub abi: &'a dyn Abi,
+    pub named: &'a [(String, ValueSpec)],
+}
+
+impl Abi for WithNames<'_> {
+    fn arg(&self, n: usize) -> Option<ArgPlace> {
+        self.abi.arg(n)
+    }
+
+    fn return_register(&self) -> Option<u8> {
+        self.abi.return_register()
+    }
+
+    fn machine(&self) -> Machine {
+        self.abi.machine()
+    }
+
+    fn named(&self, text: &str) -> Option<ValueSpec> {
+        self.named
+            .iter()
+            .find(|(t, _)| t == text)
+            .map(|(_, spec)| *spec)
+    }
 }
 
 /// An instruction set: its stack pointer and the names of its registers.
@@ -194,11 +225,15 @@ pub fn native() -> &'static dyn Abi {
 pub fn spec_of(abi: &dyn Abi, request: &ValueRequest) -> Result<ValueSpec, ValueError> {
     let location = &request.location;
     let mut spec = innermost(abi, location)?;
-    // A USDT argument asked for by number alone keeps the width and sign its note says.
+    // A USDT argument asked for by number alone keeps the width and sign its note says;
+    // a named value, those its type says.
     if let Location::Arg(n) = location
         && matches!(abi.arg(*n), Some(ArgPlace::Spec(_)))
         && !request.typed
     {
+        return Ok(spec);
+    }
+    if matches!(location, Location::Named(_)) && !request.typed {
         return Ok(spec);
     }
     if spec.reads as usize > MAX_HOPS {
@@ -237,6 +272,9 @@ fn innermost(abi: &dyn Abi, location: &Location) -> Result<ValueSpec, ValueError
                 .ok_or_else(|| ValueError::UnknownRegister { name: name.clone() })?;
             Ok(ValueSpec::register(reg.number, reg.size, false))
         }
+        Location::Named(text) => abi
+            .named(text)
+            .ok_or_else(|| ValueError::NoDebugInfoValue { text: text.clone() }),
         Location::Deref { offset, inner } => {
             let mut spec = innermost(abi, inner)?;
             if spec.reads == 0 {

@@ -6,6 +6,7 @@
 //! probe (per USDT site, per Go function), so `ProbeSpec`s are built per probe from it.
 
 pub mod abi;
+pub mod access;
 pub mod registers;
 pub mod request;
 
@@ -34,6 +35,10 @@ pub enum ValueError {
     NoSuchArgument { n: usize },
     #[error("{why}")]
     UsdtArgument { why: String },
+    #[error(
+        "'{text}' names a value from the source: it needs the debug info of the probed function"
+    )]
+    NoDebugInfoValue { text: String },
     #[error("arg{n}: this USDT probe has {count} argument(s) (arg0..)")]
     UsdtArgumentCount { n: usize, count: usize },
     #[error(
@@ -73,8 +78,13 @@ pub struct ShownValue {
     pub display: Display,
     /// Carried only for another value (a buffer's length nobody asked to see).
     pub hidden: bool,
+    /// An enum's enumerators (from debug info): the value is shown by name.
+    pub names: Option<EnumNames>,
     request: ValueRequest,
 }
+
+/// Enumerator values and names, kept for the whole run.
+pub type EnumNames = &'static [(i64, String)];
 
 /// The values of a run's records, in the kernel's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +154,7 @@ impl ValueLayout {
                 key: request.key(),
                 display,
                 hidden: false,
+                names: None,
                 request: request.clone(),
             });
             let len_arg = match (request.ty, &request.location) {
@@ -213,12 +224,20 @@ impl ValueLayout {
             key: wanted.key(),
             display: Display::Unsigned,
             hidden: true,
+            names: None,
             request: wanted,
         });
         self.values.len() - 1
     }
 
     /// The values printed, in order, with their index in the record.
+    /// Shows the value printed under `key` by its enumerators' names.
+    pub fn name_values(&mut self, key: &str, names: EnumNames) {
+        for value in self.values.iter_mut().filter(|v| v.key == key) {
+            value.names = Some(names);
+        }
+    }
+
     pub fn shown(&self) -> impl Iterator<Item = (usize, &ShownValue)> {
         self.values.iter().enumerate().filter(|(_, v)| !v.hidden)
     }

@@ -33,6 +33,9 @@ pub enum Location {
     Register(String),
     /// Memory at the inner location's value plus `offset`.
     Deref { offset: i64, inner: Box<Location> },
+    /// A parameter by name, with fields and elements (`r->hdr.kind`, `argv[1]`), found
+    /// in the debug info of each probed function.
+    Named(String),
 }
 
 impl Location {
@@ -49,7 +52,7 @@ impl Location {
         match self {
             Location::Arg(n) => Some(*n),
             Location::Deref { inner, .. } => inner.root_arg(),
-            Location::Register(_) => None,
+            Location::Register(_) | Location::Named(_) => None,
         }
     }
 }
@@ -61,6 +64,7 @@ impl fmt::Display for Location {
             Location::Register(name) => write!(f, "%{}", name.trim_start_matches('%')),
             Location::Deref { offset, inner } if *offset < 0 => write!(f, "-{}({inner})", -offset),
             Location::Deref { offset, inner } => write!(f, "+{offset}({inner})"),
+            Location::Named(text) => f.write_str(text),
         }
     }
 }
@@ -270,8 +274,11 @@ fn parse_location(text: &str, depth: usize) -> Result<Location, String> {
             inner: Box::new(inner),
         });
     }
+    if super::access::parse_access(text).is_some() {
+        return Ok(Location::Named(text.to_owned()));
+    }
     Err(format!(
-        "'{text}' is not an argument number (0 to {MAX_ARG_INDEX}), a register (%rdi) or OFFSET(LOCATION)"
+        "'{text}' is not an argument number (0 to {MAX_ARG_INDEX}), a register (%rdi), OFFSET(LOCATION) or a parameter name (r, r->len, argv[1])"
     ))
 }
 
@@ -328,12 +335,15 @@ impl FromStr for FilterRequest {
                 "bad --filter '{expr}': {why} (expected e.g. 'arg0 > 4096' or 'arg1:i32 < 0')"
             ))
         };
-        // Two-character operators are listed first so "<=" is not read as "<".
+        // Two-character operators are listed first so "<=" is not read as "<"; the
+        // arrows of `r->len` are not operators (masked before searching).
+        let masked = expr.replace("->", "\u{1}\u{1}");
         let (lhs, op, rhs) = OPERATORS
             .iter()
             .find_map(|(text, op)| {
-                expr.split_once(text)
-                    .map(|(lhs, rhs)| (lhs.trim(), *op, rhs.trim()))
+                masked
+                    .find(text)
+                    .map(|at| (expr[..at].trim(), *op, expr[at + text.len()..].trim()))
             })
             .ok_or_else(|| error("no comparison operator (==, !=, <, <=, >, >=)".into()))?;
         let value: ValueRequest = lhs.parse().map_err(|e: RequestError| error(e.0))?;
@@ -422,7 +432,7 @@ mod tests {
         for (bad, why) in [
             ("32", "out of range"),
             ("0:float", "unknown type 'float'"),
-            ("x", "not an argument number"),
+            ("x-", "not an argument number"),
             ("", "missing"),
             ("+8(+8(+8(+8(+8(arg0)))))", "at most 4 memory reads"),
             ("zz(arg0)", "not an offset"),
@@ -432,6 +442,18 @@ mod tests {
             let err = bad.parse::<ValueRequest>().unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn names_from_the_source_are_values() {
+        for text in ["x", "r->len", "r->hdr.kind", "argv[1]"] {
+            let request: ValueRequest = text.parse().unwrap();
+            assert_eq!(request.location, Location::Named(text.into()));
+            assert_eq!(request.location.to_string(), text);
+        }
+        let f: FilterRequest = "r->len > 4096".parse().unwrap();
+        assert_eq!((f.op, f.rhs), (op::GT, 4096));
+        assert_eq!(f.value.location, Location::Named("r->len".into()));
     }
 
     #[test]

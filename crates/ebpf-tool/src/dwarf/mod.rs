@@ -1,0 +1,508 @@
+//! Debug info (DWARF, through gimli) for what users write from the source: arguments by
+//! name and field (`-a r`, `-a 'r->hdr.kind'`, `-a 'argv[1]'`) and signatures
+//! (`--list -v`). Read from the file itself or the separate debug file resolution found
+//! (build id, debuglink). A value becomes an argument spec: where the parameter is at the
+//! probed address (its location expression or location list), then each `->`, `.` and
+//! `[N]` as a read or an offset, the type deciding width, sign and display.
+
+mod expr;
+mod types;
+
+use std::{path::Path, sync::Arc};
+
+use gimli::{AttributeValue, EndianArcSlice, Operation, Reader as _, RunTimeEndian};
+use object::{Object as _, ObjectSection as _};
+
+pub use types::Ty;
+
+use crate::{symbols::Symbols, values::access::parse_access};
+
+type R = EndianArcSlice<RunTimeEndian>;
+
+/// Why debug info cannot answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DwarfError {
+    #[error(
+        "no debug info for {path} (looked in the file, its build-id and debuglink files under /usr/lib/debug)"
+    )]
+    Missing { path: String },
+    #[error("the debug info of {path} cannot be read: {why}")]
+    Bad { path: String, why: String },
+    #[error("{function} is not described by the debug info")]
+    NoFunction { function: String },
+    #[error("{function} has no parameter '{name}' (it has: {})", .params.join(", "))]
+    NoParameter {
+        function: String,
+        name: String,
+        params: Vec<String>,
+    },
+    #[error("'{name}' is optimized out at the probed address of {function}")]
+    OptimizedOut { function: String, name: String },
+    #[error("'{name}': {why}")]
+    Unsupported { name: String, why: String },
+}
+
+/// One function's parameters as the debug info describes them.
+#[derive(Debug, Clone)]
+pub struct Parameter {
+    pub name: String,
+    pub ty: Ty,
+    /// Where it is at the function's entry.
+    pub location: Option<Place>,
+}
+
+/// Where a value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// In a register (DWARF numbering, as the argument model's).
+    Register(u8),
+    /// In memory at a register plus an offset.
+    Memory { base: u8, offset: i64 },
+    /// The value is a register plus an offset (no memory read).
+    Computed { base: u8, offset: i64 },
+}
+
+/// A function as the debug info sees it.
+#[derive(Debug, Clone)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub return_type: Ty,
+    pub parameters: Vec<Parameter>,
+}
+
+impl FunctionInfo {
+    /// `name(type a, type b)` as C writes it.
+    pub fn signature(&self) -> String {
+        let params: Vec<String> = self
+            .parameters
+            .iter()
+            .map(|p| join_type(&p.ty.name(), &p.name))
+            .collect();
+        format!(
+            "{}({})",
+            join_type(&self.return_type.name(), &self.name),
+            params.join(", ")
+        )
+    }
+}
+
+/// `int` + `n` -> `int n`; `char *` + `s` -> `char *s`.
+fn join_type(ty: &str, name: &str) -> String {
+    if ty.ends_with('*') {
+        format!("{ty}{name}")
+    } else {
+        format!("{ty} {name}")
+    }
+}
+
+/// The DWARF of one file.
+pub struct DebugInfo {
+    dwarf: gimli::Dwarf<R>,
+    path: String,
+}
+
+impl DebugInfo {
+    /// The debug info for `binary`: its own `.debug_info`, else its separate debug file.
+    pub fn load(binary: &Path) -> Result<DebugInfo, DwarfError> {
+        let shown = binary.display().to_string();
+        if let Some(info) = Self::load_file(binary, &shown)? {
+            return Ok(info);
+        }
+        let debug_file = Symbols::read(binary)
+            .ok()
+            .and_then(|s| s.debug_file().map(Path::to_owned));
+        if let Some(file) = debug_file
+            && let Some(info) = Self::load_file(&file, &shown)?
+        {
+            return Ok(info);
+        }
+        Err(DwarfError::Missing { path: shown })
+    }
+
+    fn load_file(path: &Path, shown: &str) -> Result<Option<DebugInfo>, DwarfError> {
+        let bad = |why: String| DwarfError::Bad {
+            path: shown.to_owned(),
+            why,
+        };
+        let data = crate::files::read_regular(path, 1 << 31).map_err(|e| bad(e.to_string()))?;
+        let file = object::File::parse(&*data).map_err(|e| bad(e.to_string()))?;
+        if file.section_by_name(".debug_info").is_none() {
+            return Ok(None);
+        }
+        let endian = if file.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
+        let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
+            let bytes: Arc<[u8]> = file
+                .section_by_name(id.name())
+                .and_then(|s| s.uncompressed_data().ok())
+                .map_or_else(|| Arc::from(&[][..]), |d| Arc::from(d.as_ref()));
+            Ok(EndianArcSlice::new(bytes, endian))
+        };
+        let dwarf = gimli::Dwarf::load(load).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(DebugInfo {
+            dwarf,
+            path: shown.to_owned(),
+        }))
+    }
+
+    /// The function whose code starts at link-time `address` (`name` for messages).
+    pub fn function(&self, name: &str, address: u64) -> Result<FunctionInfo, DwarfError> {
+        self.find_function(|entry_address, _| entry_address == Some(address))
+            .unwrap_or_else(|| {
+                Err(DwarfError::NoFunction {
+                    function: name.to_owned(),
+                })
+            })
+    }
+
+    /// Every described function with code, for `--list -v`.
+    pub fn functions(&self) -> Vec<(u64, FunctionInfo)> {
+        let mut out = Vec::new();
+        let _ = self.walk_functions(&mut |address, info| {
+            out.push((address, info));
+            false
+        });
+        out
+    }
+
+    fn find_function(
+        &self,
+        wanted: impl Fn(Option<u64>, &str) -> bool,
+    ) -> Option<Result<FunctionInfo, DwarfError>> {
+        let mut found = None;
+        let walked = self.walk_functions(&mut |address, info| {
+            if wanted(Some(address), &info.name) {
+                found = Some(info);
+                return true;
+            }
+            false
+        });
+        match (found, walked) {
+            (Some(info), _) => Some(Ok(info)),
+            (None, Err(e)) => Some(Err(DwarfError::Bad {
+                path: self.path.clone(),
+                why: e.to_string(),
+            })),
+            (None, Ok(())) => None,
+        }
+    }
+
+    /// Calls `visit` with each subprogram that has code; stops when it returns true.
+    fn walk_functions(
+        &self,
+        visit: &mut dyn FnMut(u64, FunctionInfo) -> bool,
+    ) -> gimli::Result<()> {
+        let mut headers = self.dwarf.units();
+        while let Some(header) = headers.next()? {
+            let unit = self.dwarf.unit(header)?;
+            let mut entries = unit.entries();
+            while let Some((_, entry)) = entries.next_dfs()? {
+                if entry.tag() != gimli::DW_TAG_subprogram {
+                    continue;
+                }
+                let Some(low_pc) = self.address_attr(&unit, entry, gimli::DW_AT_low_pc)? else {
+                    continue;
+                };
+                let info = self.function_info(&unit, entry.offset())?;
+                if visit(low_pc, info) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn function_info(
+        &self,
+        unit: &gimli::Unit<R>,
+        offset: gimli::UnitOffset,
+    ) -> gimli::Result<FunctionInfo> {
+        let mut tree = unit.entries_tree(Some(offset))?;
+        let root = tree.root()?;
+        let entry = root.entry();
+        let name = self.name_of(unit, entry)?.unwrap_or_default();
+        let low_pc = self
+            .address_attr(unit, entry, gimli::DW_AT_low_pc)?
+            .unwrap_or(0);
+        let frame_base_is_cfa = matches!(
+            entry.attr_value(gimli::DW_AT_frame_base)?,
+            Some(AttributeValue::Exprloc(ref e)) if matches!(
+                e.clone().operations(unit.encoding()).next(),
+                Ok(Some(Operation::CallFrameCFA))
+            )
+        );
+        let return_type = match entry.attr_value(gimli::DW_AT_type)? {
+            Some(AttributeValue::UnitRef(t)) => types::resolve(self, unit, t, 0)?,
+            _ => Ty::Void,
+        };
+        let mut parameters = Vec::new();
+        let mut children = root.children();
+        while let Some(child) = children.next()? {
+            let entry = child.entry();
+            if entry.tag() != gimli::DW_TAG_formal_parameter {
+                continue;
+            }
+            let name = self.name_of(unit, entry)?.unwrap_or_default();
+            let ty = match entry.attr_value(gimli::DW_AT_type)? {
+                Some(AttributeValue::UnitRef(t)) => types::resolve(self, unit, t, 0)?,
+                _ => Ty::Unknown,
+            };
+            let location = match entry.attr_value(gimli::DW_AT_location)? {
+                Some(AttributeValue::Exprloc(expression)) => {
+                    place_of(expression, unit.encoding(), frame_base_is_cfa)
+                }
+                Some(other) => match self.dwarf.attr_locations(unit, other)? {
+                    Some(mut list) => {
+                        let mut place = None;
+                        while let Some(entry) = list.next()? {
+                            if entry.range.begin <= low_pc && low_pc < entry.range.end {
+                                place = place_of(entry.data, unit.encoding(), frame_base_is_cfa);
+                                break;
+                            }
+                        }
+                        place
+                    }
+                    None => None,
+                },
+                None => None,
+            };
+            parameters.push(Parameter { name, ty, location });
+        }
+        Ok(FunctionInfo {
+            name,
+            return_type,
+            parameters,
+        })
+    }
+
+    fn address_attr(
+        &self,
+        unit: &gimli::Unit<R>,
+        entry: &gimli::DebuggingInformationEntry<R>,
+        name: gimli::DwAt,
+    ) -> gimli::Result<Option<u64>> {
+        match entry.attr_value(name)? {
+            Some(value) => self.dwarf.attr_address(unit, value),
+            None => Ok(None),
+        }
+    }
+
+    fn name_of(
+        &self,
+        unit: &gimli::Unit<R>,
+        entry: &gimli::DebuggingInformationEntry<R>,
+    ) -> gimli::Result<Option<String>> {
+        match entry.attr_value(gimli::DW_AT_name)? {
+            Some(value) => Ok(Some(
+                self.dwarf
+                    .attr_string(unit, value)?
+                    .to_string_lossy()?
+                    .into_owned(),
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Where a location expression puts a value at the function's entry, for the forms a
+/// parameter has there: a register, a frame-base (CFA) or register offset, an entry value.
+fn place_of(
+    expression: gimli::Expression<R>,
+    encoding: gimli::Encoding,
+    cfa: bool,
+) -> Option<Place> {
+    let mut ops = expression.operations(encoding);
+    let first = ops.next().ok()??;
+    let second = ops.next().ok().flatten();
+    let place = match first {
+        Operation::Register { register } => Place::Register(register.0 as u8),
+        Operation::RegisterOffset {
+            register, offset, ..
+        } => Place::Memory {
+            base: register.0 as u8,
+            offset,
+        },
+        // With DW_AT_frame_base DW_OP_call_frame_cfa: at entry, the CFA is rsp + 8.
+        Operation::FrameOffset { offset } if cfa => Place::Memory {
+            base: ebpf_tool_common::reg::x86_64::RSP,
+            offset: offset + 8,
+        },
+        Operation::EntryValue { expression } => {
+            let mut inner = gimli::Expression(expression).operations(encoding);
+            match inner.next().ok()?? {
+                Operation::Register { register } => Place::Register(register.0 as u8),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    match (place, second) {
+        (place, None) => Some(place),
+        (Place::Register(_), Some(Operation::StackValue)) => Some(place),
+        (Place::Memory { base, offset }, Some(Operation::StackValue)) => {
+            Some(Place::Computed { base, offset })
+        }
+        _ => None,
+    }
+}
+
+/// Named values for every probed function: each function's spec for each text, and
+/// how each is shown (the first function's type: a glob's functions must agree).
+pub struct NamedSpecs {
+    pub specs: Vec<Vec<(String, ebpf_tool_common::ValueSpec)>>,
+    pub shown: Vec<(String, crate::values::request::ValueType)>,
+    /// Values of enum type, with their enumerators.
+    pub enums: Vec<(String, Vec<(i64, String)>)>,
+}
+
+/// Resolves `texts` (`r->len`, `argv[1]`) in each function (`(label, link-time address)`)
+/// of `binary`.
+pub fn resolve_named(
+    binary: &Path,
+    functions: &[(String, u64)],
+    texts: &[String],
+) -> Result<NamedSpecs, DwarfError> {
+    let info = DebugInfo::load(binary)?;
+    let mut specs = Vec::new();
+    let mut shown = Vec::new();
+    let mut enums = Vec::new();
+    for (index, (label, address)) in functions.iter().enumerate() {
+        let function = info.function(label, *address)?;
+        let mut these = Vec::new();
+        for text in texts {
+            let access = parse_access(text).ok_or_else(|| DwarfError::Unsupported {
+                name: text.clone(),
+                why: "not a parameter name".into(),
+            })?;
+            let (spec, ty, source_type) = expr::compile(&function, &access, text)?;
+            if index == 0 {
+                shown.push((text.clone(), ty));
+                if let Ty::Enum { values, .. } = source_type {
+                    enums.push((text.clone(), values));
+                }
+            }
+            these.push((text.clone(), spec));
+        }
+        specs.push(these);
+    }
+    Ok(NamedSpecs {
+        specs,
+        shown,
+        enums,
+    })
+}
+
+/// `file.c:123` (a file name or path suffix, a line): a source line, not a function.
+pub fn parse_source_line(text: &str) -> Option<(&str, u64)> {
+    let (file, line) = text.rsplit_once(':')?;
+    let line: u64 = line.parse().ok()?;
+    let (_, extension) = file.rsplit_once('.')?;
+    (!file.is_empty()
+        && !extension.is_empty()
+        && extension.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !file.contains(':'))
+    .then_some((file, line))
+}
+
+impl DebugInfo {
+    /// Every address the line table marks as the start of a statement of `line` in a
+    /// file whose path is `file` or ends with `/file`.
+    pub fn line_addresses(&self, file: &str, line: u64) -> Result<Vec<u64>, DwarfError> {
+        let bad = |e: gimli::Error| DwarfError::Bad {
+            path: self.path.clone(),
+            why: e.to_string(),
+        };
+        let matches = |path: &str| path == file || path.ends_with(&format!("/{file}"));
+        let mut addresses = Vec::new();
+        let mut headers = self.dwarf.units();
+        while let Some(header) = headers.next().map_err(bad)? {
+            let unit = self.dwarf.unit(header).map_err(bad)?;
+            let Some(program) = unit.line_program.clone() else {
+                continue;
+            };
+            let mut rows = program.rows();
+            while let Some((header, row)) = rows.next_row().map_err(bad)? {
+                if !row.is_stmt() || row.end_sequence() || row.line().map(|l| l.get()) != Some(line)
+                {
+                    continue;
+                }
+                let Some(entry) = row.file(header) else {
+                    continue;
+                };
+                let mut path = String::new();
+                if let Some(dir) = entry.directory(header)
+                    && let Ok(dir) = self.dwarf.attr_string(&unit, dir)
+                {
+                    path.push_str(&dir.to_string_lossy().unwrap_or_default());
+                    path.push('/');
+                }
+                if let Ok(name) = self.dwarf.attr_string(&unit, entry.path_name()) {
+                    let name = name.to_string_lossy().unwrap_or_default();
+                    if name.starts_with('/') {
+                        path = name.into_owned();
+                    } else {
+                        path.push_str(&name);
+                    }
+                }
+                if matches(&path) {
+                    addresses.push(row.address());
+                }
+            }
+        }
+        addresses.sort_unstable();
+        addresses.dedup();
+        Ok(addresses)
+    }
+
+    /// Where each inlined copy of the function `name` starts.
+    pub fn inlined_copies(&self, name: &str) -> Result<Vec<u64>, DwarfError> {
+        let bad = |e: gimli::Error| DwarfError::Bad {
+            path: self.path.clone(),
+            why: e.to_string(),
+        };
+        let mut starts = Vec::new();
+        let mut headers = self.dwarf.units();
+        while let Some(header) = headers.next().map_err(bad)? {
+            let unit = self.dwarf.unit(header).map_err(bad)?;
+            let mut entries = unit.entries();
+            while let Some((_, entry)) = entries.next_dfs().map_err(bad)? {
+                if entry.tag() != gimli::DW_TAG_inlined_subroutine {
+                    continue;
+                }
+                let Some(AttributeValue::UnitRef(origin)) = entry
+                    .attr_value(gimli::DW_AT_abstract_origin)
+                    .map_err(bad)?
+                else {
+                    continue;
+                };
+                let origin = unit.entry(origin).map_err(bad)?;
+                if self.name_of(&unit, &origin).map_err(bad)?.as_deref() != Some(name) {
+                    continue;
+                }
+                let low_pc = self
+                    .address_attr(&unit, entry, gimli::DW_AT_low_pc)
+                    .map_err(bad)?;
+                // DWARF 5 may give the entry as an offset from low_pc.
+                let entry_pc = match entry.attr_value(gimli::DW_AT_entry_pc).map_err(bad)? {
+                    Some(AttributeValue::Udata(offset)) => low_pc.map(|l| l + offset),
+                    Some(value) => self.dwarf.attr_address(&unit, value).map_err(bad)?,
+                    None => None,
+                };
+                let start = match entry_pc.or(low_pc) {
+                    Some(start) => Some(start),
+                    None => {
+                        let mut ranges = self.dwarf.die_ranges(&unit, entry).map_err(bad)?;
+                        ranges.next().map_err(bad)?.map(|r| r.begin)
+                    }
+                };
+                starts.extend(start);
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        Ok(starts)
+    }
+}

@@ -1,0 +1,201 @@
+//! Privileged: values named from the source, read through each function's debug info
+//! (fixtures built `-g -O2`, so locations are real): a struct field two pointers deep,
+//! `char *` as text, a negative `int`, an enum by name, a kernel filter on a field, a
+//! C++ method's `this->field`; an always-inlined function counted across its call
+//! sites; a source line in a loop hit exactly N times; signatures; errors that say what
+//! is missing.
+
+#[macro_use]
+mod common;
+
+use std::{path::Path, process::Command};
+
+use common::{build_c_fixture, build_cpp_fixture, parse_events, private_copy, tool};
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn fixture() -> std::path::PathBuf {
+    private_copy(&build_c_fixture("debug_fixture", &["-O2", "-g"]))
+}
+
+/// `ebpf-tool ARGS -- FIXTURE N`: its stdout lines.
+fn run(args: &[&str], fixture: &Path, n: u32) -> Vec<String> {
+    let out = Command::new(tool())
+        .args(args)
+        .arg("--")
+        .arg(fixture)
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn fields_strings_signed_values_and_enums_by_name() {
+    require_root!();
+    let fixture = fixture();
+    let lines = run(
+        &[
+            "uprobe",
+            path(&fixture),
+            "fx_handle",
+            "-a",
+            "r->len,r->hdr->kind,r->name,flags,r->color",
+        ],
+        &fixture,
+        6,
+    );
+    let events = parse_events(&lines);
+    assert_eq!(events.len(), 6, "{lines:?}");
+    let colors = ["RED", "GREEN", "BLUE"];
+    for (i, event) in events.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(event.number("r->len"), 100 + i);
+        assert_eq!(event.number("r->hdr->kind"), -i);
+        assert_eq!(
+            event.field("r->name"),
+            Some(format!("\"req-{i}\"").as_str())
+        );
+        assert_eq!(event.number("flags"), -3 * i);
+        assert_eq!(event.field("r->color"), Some(colors[i as usize % 3]));
+    }
+
+    // The same field as a kernel filter.
+    let lines = run(
+        &[
+            "uprobe",
+            path(&fixture),
+            "fx_handle",
+            "-a",
+            "r->len",
+            "--filter",
+            "r->len >= 103",
+        ],
+        &fixture,
+        6,
+    );
+    let lens: Vec<i64> = parse_events(&lines)
+        .iter()
+        .map(|e| e.number("r->len"))
+        .collect();
+    assert_eq!(lens, [103, 104, 105]);
+}
+
+#[test]
+fn a_cpp_methods_this_fields() {
+    require_root!();
+    let fixture = private_copy(&build_cpp_fixture("debug_cpp", &["-O2", "-g"]));
+    let lines = run(
+        &[
+            "uprobe",
+            path(&fixture),
+            "shop::Order::bill",
+            "-a",
+            "this->id,this->total,discount",
+        ],
+        &fixture,
+        7,
+    );
+    let events = parse_events(&lines);
+    assert_eq!(events.len(), 7, "{lines:?}");
+    for (i, event) in events.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(event.number("this->id"), i);
+        assert_eq!(event.number("this->total"), 1000 + i);
+        assert_eq!(event.number("discount"), i % 5);
+    }
+}
+
+fn count_of(lines: &[String], label: &str) -> Option<u64> {
+    lines.iter().find_map(|l| {
+        let tokens: Vec<&str> = l.split_whitespace().collect();
+        (tokens.len() == 2 && tokens[0] == label).then(|| tokens[1].parse().unwrap())
+    })
+}
+
+#[test]
+fn an_inlined_function_and_a_source_line_are_counted_exactly() {
+    require_root!();
+    let fixture = fixture();
+    // fx_inline: N in fx_site_a, N/2 in fx_site_b, N in main; no out-of-line copy.
+    let lines = run(
+        &["uprobe", path(&fixture), "fx_inline", "--count"],
+        &fixture,
+        10,
+    );
+    assert_eq!(count_of(&lines, "fx_inline"), Some(25), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("fx_inline: no out-of-line body and 3 inlined copies")),
+        "{lines:?}"
+    );
+
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debug_fixture.c");
+    let line = std::fs::read_to_string(source)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("loop_counter += i; /* LOOP_LINE */"))
+        .unwrap()
+        + 1;
+    let label = format!("debug_fixture.c:{line}");
+    let lines = run(&["uprobe", path(&fixture), &label, "--count"], &fixture, 13);
+    assert_eq!(count_of(&lines, &label), Some(13), "{lines:?}");
+}
+
+#[test]
+fn signatures_and_errors_that_say_what_is_missing() {
+    require_root!();
+    let fixture = fixture();
+    let out = Command::new(tool())
+        .args(["uprobe", "--list", "-v", path(&fixture), "fx_handle"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("long int fx_handle(struct req *r, int flags)"),
+        "{listed}"
+    );
+    for (args, message) in [
+        (
+            vec!["-a", "r->nope"],
+            "struct req has no field 'nope' (it has: len, hdr, name, color)",
+        ),
+        (
+            vec!["-a", "q"],
+            "fx_handle has no parameter 'q' (it has: r, flags)",
+        ),
+        (vec!["-a", "r->hdr"], "-a 'r->hdr'"),
+    ] {
+        let out = Command::new(tool())
+            .args(["uprobe", path(&fixture), "fx_handle", "-d", "1"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if message.starts_with("-a") {
+            // A pointer is shown as hex: no error.
+            assert!(out.status.success(), "{args:?}: {stderr}");
+            continue;
+        }
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    let out = Command::new(tool())
+        .args(["uprobe", "/bin/true", "main", "-a", "argc", "-d", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no debug info for") || stderr.contains("not found"),
+        "{stderr}"
+    );
+}
