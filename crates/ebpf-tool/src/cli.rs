@@ -127,10 +127,20 @@ pub struct UprobeArgs {
     #[arg(short, long)]
     pub list: bool,
 
+    /// Also look for separate debug files in DIR (build-id layout DIR/.build-id/xx/y.debug,
+    /// or DIR/<debuglink name>), before /usr/lib/debug
+    #[arg(long, value_name = "DIR")]
+    pub debuginfo: Option<std::path::PathBuf>,
+
     /// With --list: each function's signature from its debug info
     /// (`long fx_handle(struct req * r, int flags)`)
     #[arg(short, long, requires = "list")]
     pub verbose: bool,
+
+    /// With --list -v: the fields of each struct parameter (through a pointer too), with
+    /// their offsets
+    #[arg(long, requires = "verbose")]
+    pub fields: bool,
 
     /// How long to trace, in seconds (0 = until Ctrl+C)
     #[arg(short, long, value_name = "SECS", default_value_t = 0)]

@@ -46,7 +46,7 @@ fn fields_strings_signed_values_and_enums_by_name() {
             path(&fixture),
             "fx_handle",
             "-a",
-            "r->len,r->hdr->kind,r->name,flags,r->color",
+            "r->len,r->hdr->kind,r->name,flags,r->color,r->hdr->weight",
         ],
         &fixture,
         6,
@@ -64,6 +64,8 @@ fn fields_strings_signed_values_and_enums_by_name() {
         );
         assert_eq!(event.number("flags"), -3 * i);
         assert_eq!(event.field("r->color"), Some(colors[i as usize % 3]));
+        let weight: f64 = event.field("r->hdr->weight").unwrap().parse().unwrap();
+        assert_eq!(weight, i as f64 * 0.5, "a double read from memory");
     }
 
     // The same field as a kernel filter.
@@ -162,6 +164,32 @@ fn signatures_and_errors_that_say_what_is_missing() {
         listed.contains("long int fx_handle(struct req *r, int flags)"),
         "{listed}"
     );
+    let out = Command::new(tool())
+        .args([
+            "uprobe",
+            "--list",
+            "-v",
+            "--fields",
+            path(&fixture),
+            "fx_handle",
+        ])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("r: struct req { unsigned int len @0, struct hdr *hdr @8, "),
+        "{listed}"
+    );
+    // A double passed in an SSE register cannot be read: said, not guessed.
+    let out = Command::new(tool())
+        .args(["uprobe", path(&fixture), "fx_weigh", "-a", "w", "-d", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("SSE register"),
+        "{stderr}"
+    );
     for (args, message) in [
         (
             vec!["-a", "r->nope"],
@@ -198,4 +226,47 @@ fn signatures_and_errors_that_say_what_is_missing() {
         stderr.contains("no debug info for") || stderr.contains("not found"),
         "{stderr}"
     );
+}
+
+#[test]
+fn separate_debug_files_in_a_directory_of_ones_own() {
+    require_root!();
+    let built = fixture();
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debuginfo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("flat")).unwrap();
+    let stripped = dir.join("debug_fixture_stripped");
+    let debug = dir.join("flat/debug_fixture_stripped.debug");
+    let objcopy = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new("objcopy").args(args).status().unwrap();
+        assert!(status.success(), "objcopy {args:?}");
+    };
+    objcopy(&[
+        "--only-keep-debug".as_ref(),
+        built.as_os_str(),
+        debug.as_os_str(),
+    ]);
+    std::fs::copy(&built, &stripped).unwrap();
+    objcopy(&["--strip-debug".as_ref(), stripped.as_os_str()]);
+    // The debuglink names the file; its directory is what --debuginfo says.
+    let link = format!("--add-gnu-debuglink={}", debug.display());
+    objcopy(&[link.as_ref(), stripped.as_os_str()]);
+    let args = ["uprobe", path(&stripped), "fx_handle", "-a", "r->len"];
+    let out = Command::new(tool())
+        .args(args)
+        .args(["-d", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no debug info for"),
+        "{out:?}"
+    );
+    let mut with_dir: Vec<&str> = args.to_vec();
+    let flat = dir.join("flat");
+    with_dir.extend(["--debuginfo", path(&flat)]);
+    let events = parse_events(&run(&with_dir, &stripped, 3));
+    let lens: Vec<i64> = events.iter().map(|e| e.number("r->len")).collect();
+    assert_eq!(lens, [100, 101, 102]);
 }

@@ -76,6 +76,14 @@ pub fn compile(
         name: access.root.clone(),
     })?;
     let mut current = match place {
+        // DWARF numbers the SSE registers from 17: pt_regs, all a uprobe program sees,
+        // has none of them.
+        Place::Register(r) if r as usize >= reg::x86_64::COUNT => {
+            return Err(unsupported(
+                text,
+                "it is in an SSE register (floating point), which uprobe programs cannot read",
+            ));
+        }
         Place::Register(r) => Current::Value(ValueSpec::register(r, 8, false)),
         Place::Memory { base, offset } => Current::address_of(
             ValueSpec {
@@ -155,9 +163,10 @@ pub fn compile(
         }
         Ty::Pointer(to) if matches!(**to, Ty::Int { is_char: true, .. }) => (8, ValueType::Str),
         Ty::Pointer(_) => (8, ValueType::Hex),
-        Ty::Float { .. } => {
-            return Err(unsupported(text, "floating-point values are not read yet"));
+        Ty::Float { size, .. } if *size == 4 || *size == 8 => {
+            (*size, ValueType::Float { bytes: *size })
         }
+        Ty::Float { .. } => return Err(unsupported(text, "only 4- and 8-byte floats are read")),
         Ty::Struct { name, members, .. } => {
             let fields: Vec<&str> = members.iter().map(|(n, _, _)| n.as_str()).collect();
             return Err(unsupported(

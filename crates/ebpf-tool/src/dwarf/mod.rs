@@ -71,6 +71,34 @@ pub struct FunctionInfo {
 }
 
 impl FunctionInfo {
+    /// Each struct parameter (or pointer to one) with its fields and their offsets:
+    /// `r: struct req { unsigned int len @0, struct hdr *hdr @8 }`.
+    pub fn struct_fields(&self) -> Vec<String> {
+        self.parameters
+            .iter()
+            .filter_map(|p| {
+                let ty = match &p.ty {
+                    Ty::Pointer(to) => to.as_ref(),
+                    other => other,
+                };
+                let Ty::Struct { name, members, .. } = ty else {
+                    return None;
+                };
+                let fields: Vec<String> = members
+                    .iter()
+                    .map(|(field, offset, ty)| {
+                        format!("{} @{offset}", join_type(&ty.name(), field))
+                    })
+                    .collect();
+                Some(format!(
+                    "{}: struct {name} {{ {} }}",
+                    p.name,
+                    fields.join(", ")
+                ))
+            })
+            .collect()
+    }
+
     /// `name(type a, type b)` as C writes it.
     pub fn signature(&self) -> String {
         let params: Vec<String> = self
@@ -102,13 +130,19 @@ pub struct DebugInfo {
 }
 
 impl DebugInfo {
-    /// The debug info for `binary`: its own `.debug_info`, else its separate debug file.
+    /// The debug info for `binary`: its own `.debug_info`, else its separate debug file
+    /// (under /usr/lib/debug).
     pub fn load(binary: &Path) -> Result<DebugInfo, DwarfError> {
+        Self::load_with_root(binary, Path::new(crate::symbols::DEBUG_ROOT))
+    }
+
+    /// As `load`, looking in `root` (`--debuginfo DIR`) first.
+    pub fn load_with_root(binary: &Path, root: &Path) -> Result<DebugInfo, DwarfError> {
         let shown = binary.display().to_string();
         if let Some(info) = Self::load_file(binary, &shown)? {
             return Ok(info);
         }
-        let debug_file = Symbols::read(binary)
+        let debug_file = Symbols::read_with_debug_root(binary, root)
             .ok()
             .and_then(|s| s.debug_file().map(Path::to_owned));
         if let Some(file) = debug_file
@@ -362,10 +396,11 @@ pub struct NamedSpecs {
 /// of `binary`.
 pub fn resolve_named(
     binary: &Path,
+    debug_root: &Path,
     functions: &[(String, u64)],
     texts: &[String],
 ) -> Result<NamedSpecs, DwarfError> {
-    let info = DebugInfo::load(binary)?;
+    let info = DebugInfo::load_with_root(binary, debug_root)?;
     let mut specs = Vec::new();
     let mut shown = Vec::new();
     let mut enums = Vec::new();

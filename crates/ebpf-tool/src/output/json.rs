@@ -219,6 +219,8 @@ fn write_json_value(out: &mut impl Write, value: &ArgValue<'_>) -> io::Result<()
         ArgValue::Bytes { bytes, .. } => write_json_string(out, bytes),
         ArgValue::Unreadable | ArgValue::Null => out.write_all(b"null"),
         ArgValue::Name(name) => write_json_string(out, name.as_bytes()),
+        ArgValue::Float(v) if v.is_finite() => write!(out, "{v}"),
+        ArgValue::Float(v) => write_json_string(out, v.to_string().as_bytes()),
     }
 }
 

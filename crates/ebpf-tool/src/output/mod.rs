@@ -27,7 +27,7 @@ pub struct EventFormat {
 }
 
 /// A value as shown.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ArgValue<'a> {
     Unsigned(u64),
     Signed(i64),
@@ -44,6 +44,7 @@ pub enum ArgValue<'a> {
     Null,
     /// An enum's value by its enumerator's name.
     Name(&'static str),
+    Float(f64),
 }
 
 /// The return value a record shows, as `--ret TYPE` says; None when not shown.
@@ -58,6 +59,8 @@ pub fn return_value<'a>(format: &EventFormat, record: &Record<'a>) -> Option<Arg
         Display::Unsigned => ArgValue::Unsigned(sized(raw, ret.ty.bytes())),
         Display::Signed => ArgValue::Signed(raw as i64),
         Display::Hex => ArgValue::Hex(raw),
+        Display::Float { bytes: 4 } => ArgValue::Float(f64::from(f32::from_bits(raw as u32))),
+        Display::Float { .. } => ArgValue::Float(f64::from_bits(raw)),
         Display::Str { slot } | Display::Buf { slot, .. } => {
             if raw == 0 {
                 ArgValue::Null
@@ -105,6 +108,10 @@ pub fn arg_values<'a, 'f>(
                 Display::Unsigned => ArgValue::Unsigned(raw),
                 Display::Signed => ArgValue::Signed(raw as i64),
                 Display::Hex => ArgValue::Hex(raw),
+                Display::Float { bytes: 4 } => {
+                    ArgValue::Float(f64::from(f32::from_bits(raw as u32)))
+                }
+                Display::Float { .. } => ArgValue::Float(f64::from_bits(raw)),
                 Display::Str { slot } if slot_faulted(slot) => ArgValue::Unreadable,
                 Display::Str { slot } => ArgValue::Bytes {
                     bytes: until_nul(slots[slot]),

@@ -61,6 +61,7 @@ fn write_value(out: &mut impl Write, value: &ArgValue<'_>) -> io::Result<()> {
         ArgValue::Unreadable => out.write_all(b"(unreadable)"),
         ArgValue::Null => out.write_all(b"(null)"),
         ArgValue::Name(name) => write_escaped(out, name.as_bytes()),
+        ArgValue::Float(v) => write!(out, "{v}"),
     }
 }
 

@@ -54,28 +54,40 @@ impl Write for Bounded {
 /// The separate debug file for `binary`, in GDB's search order: by build id, then by
 /// debuglink name next to the file, in its `.debug/`, and under /usr/lib/debug. A
 /// debuglink candidate must match the recorded CRC32.
+///
+/// A `root` other than /usr/lib/debug (`--debuginfo DIR`) is searched first, in the same
+/// layouts and also flat (`DIR/<debuglink name>`), then /usr/lib/debug.
 pub fn find_debug_file(binary: &Path, pointers: &DebugPointers, root: &Path) -> Option<PathBuf> {
+    let default = Path::new(DEBUG_ROOT);
+    let roots: Vec<&Path> = if root == default {
+        vec![root]
+    } else {
+        vec![root, default]
+    };
     if let Some(id) = pointers.build_id.as_deref().filter(|id| id.len() >= 2) {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let candidate = root
-            .join(".build-id")
-            .join(&hex[..2])
-            .join(format!("{}.debug", &hex[2..]));
-        if candidate.is_file() {
-            return Some(candidate);
+        for root in &roots {
+            let candidate = root
+                .join(".build-id")
+                .join(&hex[..2])
+                .join(format!("{}.debug", &hex[2..]));
+            if candidate.is_file() {
+                return Some(candidate);
+            }
         }
     }
     let (name, crc) = pointers.debuglink.as_ref()?;
     let dir = binary.parent()?;
     let relative_dir = dir.strip_prefix("/").unwrap_or(dir);
-    [
-        dir.join(name),
-        dir.join(".debug").join(name),
-        root.join(relative_dir).join(name),
-    ]
-    .into_iter()
-    .filter(|candidate| candidate != binary && candidate.is_file())
-    .find(|candidate| crc_matches(candidate, *crc))
+    let mut candidates = vec![dir.join(name), dir.join(".debug").join(name)];
+    if root != default {
+        candidates.push(root.join(name));
+    }
+    candidates.extend(roots.iter().map(|root| root.join(relative_dir).join(name)));
+    candidates
+        .into_iter()
+        .filter(|candidate| candidate != binary && candidate.is_file())
+        .find(|candidate| crc_matches(candidate, *crc))
 }
 
 fn crc_matches(path: &Path, expected: u32) -> bool {

@@ -22,6 +22,7 @@ use std::{
 use object::ReadCache;
 
 pub use code::{NoReturnSites, ReturnSites};
+pub use debuginfo::DEBUG_ROOT;
 pub use demangle::{demangle, without_parameters};
 pub use resolve::Resolution;
 

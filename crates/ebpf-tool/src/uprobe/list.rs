@@ -19,12 +19,13 @@ pub fn list(args: &UprobeArgs) -> anyhow::Result<()> {
     let symbols = Symbols::read(&binary)?;
     let functions = symbols.list(args.functions.first().map(String::as_str));
     // -v: signatures from the debug info, by function address.
-    let signatures: std::collections::HashMap<u64, String> = if args.verbose {
-        let info = crate::dwarf::DebugInfo::load(&binary)?;
-        info.functions()
-            .into_iter()
-            .map(|(address, f)| (address, f.signature()))
-            .collect()
+    let signatures: std::collections::HashMap<u64, crate::dwarf::FunctionInfo> = if args.verbose {
+        let root = args
+            .debuginfo
+            .clone()
+            .unwrap_or_else(|| crate::symbols::DEBUG_ROOT.into());
+        let info = crate::dwarf::DebugInfo::load_with_root(&binary, &root)?;
+        info.functions().into_iter().collect()
     } else {
         Default::default()
     };
@@ -33,8 +34,14 @@ pub fn list(args: &UprobeArgs) -> anyhow::Result<()> {
         for function in &functions {
             write!(out, "{:#010x}  ", function.file_offset)?;
             match signatures.get(&function.address) {
-                Some(signature) if function.offset_in_function == 0 => {
-                    write_printable(&mut out, signature)?
+                Some(info) if function.offset_in_function == 0 => {
+                    write_printable(&mut out, &info.signature())?;
+                    if args.fields {
+                        for fields in info.struct_fields() {
+                            out.write_all(b"\n            ")?;
+                            write_printable(&mut out, &fields)?;
+                        }
+                    }
                 }
                 _ => write_printable(&mut out, &function.label())?,
             }

@@ -44,7 +44,7 @@ pub fn resolve_named_values(
         .zip(&targets.functions)
         .map(|(label, f)| (label.clone(), f.address))
         .collect();
-    let named = crate::dwarf::resolve_named(&targets.binary, &functions, &texts)?;
+    let named = crate::dwarf::resolve_named(&targets.binary, &plan.debug_root, &functions, &texts)?;
     targets.named = named.specs;
     let shown = named.shown;
     let requests: Vec<ValueRequest> = args

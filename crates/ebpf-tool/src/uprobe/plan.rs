@@ -105,6 +105,8 @@ pub struct Plan {
     pub usdt: bool,
     /// `--metrics`: where Prometheus scrapes the run.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where separate debug files are looked for first (`--debuginfo`).
+    pub debug_root: PathBuf,
 }
 
 /// The command of `-c 'CMD ARGS'` (split as a shell splits words, without expanding
@@ -213,6 +215,10 @@ impl Plan {
             noop: args.noop,
             command: command_words(args)?,
             usdt: false,
+            debug_root: args
+                .debuginfo
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::symbols::DEBUG_ROOT)),
         })
     }
 

@@ -28,6 +28,7 @@ fn is_plain_name(arg: &str) -> bool {
 pub fn expand(
     symbols: &Symbols,
     binary: &std::path::Path,
+    debug_root: &std::path::Path,
     args: &[String],
 ) -> Result<Expanded, TargetsError> {
     let mut expanded = Expanded {
@@ -38,10 +39,12 @@ pub fn expand(
     let mut info: Option<Option<DebugInfo>> = None;
     for arg in args {
         if let Some((file, line)) = parse_source_line(arg) {
-            let debug = match info.get_or_insert_with(|| DebugInfo::load(binary).ok()) {
+            let debug = match info
+                .get_or_insert_with(|| DebugInfo::load_with_root(binary, debug_root).ok())
+            {
                 Some(debug) => debug,
                 None => {
-                    return Err(DebugInfo::load(binary).err().map_or(
+                    return Err(DebugInfo::load_with_root(binary, debug_root).err().map_or(
                         TargetsError::NoSuchLine { line: arg.clone() },
                         TargetsError::Dwarf,
                     ));
@@ -80,10 +83,11 @@ pub fn expand(
             continue;
         }
         let has_body = symbols.resolve(arg).is_ok();
-        let copies = match info.get_or_insert_with(|| DebugInfo::load(binary).ok()) {
-            Some(debug) => debug.inlined_copies(arg).unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let copies =
+            match info.get_or_insert_with(|| DebugInfo::load_with_root(binary, debug_root).ok()) {
+                Some(debug) => debug.inlined_copies(arg).unwrap_or_default(),
+                None => Vec::new(),
+            };
         if has_body || copies.is_empty() {
             expanded.specs.push(arg.clone());
         }

@@ -134,12 +134,17 @@ impl Targets {
             Some(library) => library,
             None => resolve_binary(&plan.binary_arg, pid)?,
         };
-        let symbols = Symbols::read(&binary)?;
+        let symbols = Symbols::read_with_debug_root(&binary, &plan.debug_root)?;
         let mut warnings = Vec::new();
         let mut notes = Vec::new();
         let return_sites =
             plan.returns && return_sites(plan, &symbols, &binary, &mut notes, &mut warnings)?;
-        let expanded = super::source_targets::expand(&symbols, &binary, &plan.function_args)?;
+        let expanded = super::source_targets::expand(
+            &symbols,
+            &binary,
+            &plan.debug_root,
+            &plan.function_args,
+        )?;
         notes.extend(expanded.notes);
         let resolution = symbols.resolve_all(&expanded.specs)?;
         notes.splice(0..0, resolution.notes);

@@ -59,6 +59,10 @@ pub enum Display {
     Unsigned,
     Signed,
     Hex,
+    /// An IEEE float of 4 or 8 bytes.
+    Float {
+        bytes: u8,
+    },
     /// The string in the value's byte slot.
     Str {
         slot: usize,
@@ -142,6 +146,7 @@ impl ValueLayout {
                 ValueType::Int { signed: true, .. } => Display::Signed,
                 ValueType::Int { .. } => Display::Unsigned,
                 ValueType::Hex => Display::Hex,
+                ValueType::Float { bytes } => Display::Float { bytes },
                 ValueType::Str => Display::Str {
                     slot: layout.take_slot(),
                 },
@@ -190,6 +195,7 @@ impl ValueLayout {
             ValueType::Int { signed: true, .. } => Display::Signed,
             ValueType::Int { .. } => Display::Unsigned,
             ValueType::Hex => Display::Hex,
+            ValueType::Float { bytes } => Display::Float { bytes },
             ValueType::Str => Display::Str {
                 slot: self.take_slot(),
             },

@@ -77,6 +77,10 @@ pub enum ValueType {
         signed: bool,
     },
     Hex,
+    /// An IEEE float of `bytes` (4 or 8), read from memory.
+    Float {
+        bytes: u8,
+    },
     /// A NUL-terminated string the value points to.
     Str,
     /// As many bytes at the value as argument `len_arg` says.
@@ -93,8 +97,10 @@ impl ValueType {
         signed: false,
     };
 
-    const NAMES: [(&'static str, ValueType); 11] = [
+    const NAMES: [(&'static str, ValueType); 13] = [
         ("u64", ValueType::U64),
+        ("f32", ValueType::Float { bytes: 4 }),
+        ("f64", ValueType::Float { bytes: 8 }),
         (
             "i64",
             ValueType::Int {
@@ -171,7 +177,7 @@ impl ValueType {
     /// Bytes read for the value itself (a pointer for strings and buffers).
     pub fn bytes(self) -> u8 {
         match self {
-            ValueType::Int { bytes, .. } => bytes,
+            ValueType::Int { bytes, .. } | ValueType::Float { bytes } => bytes,
             _ => 8,
         }
     }
