@@ -270,3 +270,43 @@ fn separate_debug_files_in_a_directory_of_ones_own() {
     let lens: Vec<i64> = events.iter().map(|e| e.number("r->len")).collect();
     assert_eq!(lens, [100, 101, 102]);
 }
+
+#[test]
+fn a_rust_str_argument_is_shown_as_its_text() {
+    require_root!();
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rust-str-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("rust_str");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rust_str.rs");
+    let status = Command::new("rustc")
+        .args(["-C", "opt-level=2", "-g", "--edition", "2021", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success(), "rustc");
+    let lines = run(
+        &[
+            "uprobe",
+            path(&binary),
+            "fx_greet",
+            "-a",
+            "name,times,name.length",
+        ],
+        &binary,
+        12,
+    );
+    let events = parse_events(&lines);
+    assert_eq!(events.len(), 12, "{lines:?}");
+    for (i, event) in events.iter().enumerate() {
+        let text = format!("user-{i}");
+        assert_eq!(
+            event.field("name"),
+            Some(format!("\"{text}\"").as_str()),
+            "{event:?}"
+        );
+        assert_eq!(event.number("times"), i as i64);
+        assert_eq!(event.number("name.length"), text.len() as i64);
+    }
+}

@@ -71,10 +71,34 @@ pub fn compile(
             name: access.root.clone(),
             params: function.parameters.iter().map(|p| p.name.clone()).collect(),
         })?;
-    let place = parameter.location.ok_or_else(|| DwarfError::OptimizedOut {
+    let optimized_out = || DwarfError::OptimizedOut {
         function: function.name.clone(),
-        name: access.root.clone(),
-    })?;
+        name: text.to_owned(),
+    };
+    let mut steps: &[Step] = &access.steps;
+    let mut ty = parameter.ty.clone();
+    // A struct held in pieces (registers): its first field names the piece to start from.
+    let place = match (parameter.location, steps.first()) {
+        (Some(place), _) => place,
+        (None, Some(Step::Dot(field))) if !parameter.pieces.is_empty() => {
+            let (offset, member) = member(&ty, field, text)?;
+            let mut at = 0i64;
+            let mut found = None;
+            for (piece, size) in &parameter.pieces {
+                if at == offset {
+                    found = Some(piece.ok_or_else(optimized_out)?);
+                    break;
+                }
+                at += *size as i64;
+            }
+            steps = &steps[1..];
+            ty = member;
+            found.ok_or_else(|| {
+                unsupported(text, "the field does not start a piece of its struct")
+            })?
+        }
+        (None, _) => return Err(optimized_out()),
+    };
     let mut current = match place {
         // DWARF numbers the SSE registers from 17: pt_regs, all a uprobe program sees,
         // has none of them.
@@ -98,8 +122,7 @@ pub fn compile(
             ..ValueSpec::NONE
         }),
     };
-    let mut ty = parameter.ty.clone();
-    for step in &access.steps {
+    for step in steps {
         let (next, offset) = match (step, &ty) {
             (Step::Arrow(field), Ty::Pointer(to)) => {
                 let (offset, member) = member(to, field, text)?;
@@ -248,6 +271,7 @@ mod tests {
                 name: "r".into(),
                 ty: Ty::Pointer(Box::new(req)),
                 location: Some(Place::Register(reg::x86_64::RDI)),
+                pieces: Vec::new(),
             }],
         };
         let (spec, ty, _) = compile(&function, &parse_access("r->len").unwrap(), "r->len").unwrap();

@@ -49,6 +49,9 @@ pub struct Parameter {
     pub ty: Ty,
     /// Where it is at the function's entry.
     pub location: Option<Place>,
+    /// A struct held in pieces (two registers, as Rust passes `&str`): each piece's
+    /// place (None: not described there) and size in bytes, in order.
+    pub pieces: Vec<(Option<Place>, u64)>,
 }
 
 /// Where a value is.
@@ -284,26 +287,35 @@ impl DebugInfo {
                 Some(AttributeValue::UnitRef(t)) => types::resolve(self, unit, t, 0)?,
                 _ => Ty::Unknown,
             };
-            let location = match entry.attr_value(gimli::DW_AT_location)? {
-                Some(AttributeValue::Exprloc(expression)) => {
-                    place_of(expression, unit.encoding(), frame_base_is_cfa)
-                }
+            let expression = match entry.attr_value(gimli::DW_AT_location)? {
+                Some(AttributeValue::Exprloc(expression)) => Some(expression),
                 Some(other) => match self.dwarf.attr_locations(unit, other)? {
                     Some(mut list) => {
-                        let mut place = None;
+                        let mut found = None;
                         while let Some(entry) = list.next()? {
                             if entry.range.begin <= low_pc && low_pc < entry.range.end {
-                                place = place_of(entry.data, unit.encoding(), frame_base_is_cfa);
+                                found = Some(entry.data);
                                 break;
                             }
                         }
-                        place
+                        found
                     }
                     None => None,
                 },
                 None => None,
             };
-            parameters.push(Parameter { name, ty, location });
+            let location = expression
+                .clone()
+                .and_then(|e| place_of(e, unit.encoding(), frame_base_is_cfa));
+            let pieces = expression
+                .map(|e| pieces_of(e, unit.encoding(), frame_base_is_cfa))
+                .unwrap_or_default();
+            parameters.push(Parameter {
+                name,
+                ty,
+                location,
+                pieces,
+            });
         }
         Ok(FunctionInfo {
             name,
@@ -348,10 +360,24 @@ fn place_of(
     encoding: gimli::Encoding,
     cfa: bool,
 ) -> Option<Place> {
-    let mut ops = expression.operations(encoding);
-    let first = ops.next().ok()??;
-    let second = ops.next().ok().flatten();
-    let place = match first {
+    let ops = operations(expression, encoding)?;
+    place_of_ops(&ops, encoding, cfa)
+}
+
+fn operations(
+    expression: gimli::Expression<R>,
+    encoding: gimli::Encoding,
+) -> Option<Vec<Operation<R>>> {
+    let mut iter = expression.operations(encoding);
+    let mut ops = Vec::new();
+    while let Some(op) = iter.next().ok()? {
+        ops.push(op);
+    }
+    Some(ops)
+}
+
+fn place_of_ops(ops: &[Operation<R>], encoding: gimli::Encoding, cfa: bool) -> Option<Place> {
+    let place = match ops.first()?.clone() {
         Operation::Register { register } => Place::Register(register.0 as u8),
         Operation::RegisterOffset {
             register, offset, ..
@@ -373,14 +399,46 @@ fn place_of(
         }
         _ => return None,
     };
-    match (place, second) {
-        (place, None) => Some(place),
-        (Place::Register(_), Some(Operation::StackValue)) => Some(place),
-        (Place::Memory { base, offset }, Some(Operation::StackValue)) => {
+    match (place, ops.get(1), ops.len()) {
+        (place, None, 1) => Some(place),
+        (Place::Register(_), Some(Operation::StackValue), 2) => Some(place),
+        (Place::Memory { base, offset }, Some(Operation::StackValue), 2) => {
             Some(Place::Computed { base, offset })
         }
         _ => None,
     }
+}
+
+/// The pieces of a location made of `DW_OP_piece`s: each piece's own place (None for an
+/// empty piece: that part is not described) and size; empty when not in pieces.
+fn pieces_of(
+    expression: gimli::Expression<R>,
+    encoding: gimli::Encoding,
+    cfa: bool,
+) -> Vec<(Option<Place>, u64)> {
+    let Some(ops) = operations(expression, encoding) else {
+        return Vec::new();
+    };
+    let mut pieces = Vec::new();
+    let mut part: Vec<Operation<R>> = Vec::new();
+    for op in ops {
+        match op {
+            Operation::Piece {
+                size_in_bits,
+                bit_offset: None,
+            } => {
+                let place = if part.is_empty() {
+                    None
+                } else {
+                    place_of_ops(&part, encoding, cfa)
+                };
+                pieces.push((place, size_in_bits / 8));
+                part.clear();
+            }
+            other => part.push(other),
+        }
+    }
+    pieces
 }
 
 /// Named values for every probed function: each function's spec for each text, and
@@ -412,7 +470,26 @@ pub fn resolve_named(
                 name: text.clone(),
                 why: "not a parameter name".into(),
             })?;
-            let (spec, ty, source_type) = expr::compile(&function, &access, text)?;
+            let compiled = expr::compile(&function, &access, text);
+            // A pointer-and-length pair (Rust's `&str`, `&[u8]`): shown as the bytes.
+            if compiled.is_err()
+                && let (Some(data), Some(length)) = (
+                    parse_access(&format!("{text}.data_ptr")),
+                    parse_access(&format!("{text}.length")),
+                )
+                && let (Ok((pointer, _, _)), Ok((len, _, _))) = (
+                    expr::compile(&function, &data, text),
+                    expr::compile(&function, &length, &format!("{text}.length")),
+                )
+            {
+                if index == 0 {
+                    shown.push((text.clone(), crate::values::request::ValueType::GoStr));
+                }
+                these.push((text.clone(), pointer));
+                these.push((format!("{text}.length"), len));
+                continue;
+            }
+            let (spec, ty, source_type) = compiled?;
             if index == 0 {
                 shown.push((text.clone(), ty));
                 if let Ty::Enum { values, .. } = source_type {

@@ -162,17 +162,21 @@ impl ValueLayout {
                 names: None,
                 request: request.clone(),
             });
-            let len_arg = match (request.ty, &request.location) {
-                (ValueType::Buf { len_arg }, _) => Some(len_arg),
-                (ValueType::GoStr, Location::Arg(n)) => Some(n + 1),
+            let len_at = match (request.ty, &request.location) {
+                (ValueType::Buf { len_arg }, _) => Some(Location::Arg(len_arg)),
+                (ValueType::GoStr, Location::Arg(n)) => Some(Location::Arg(n + 1)),
+                // A pointer-and-length pair from debug info (Rust `&str`): its length field.
+                (ValueType::GoStr, Location::Named(text)) => {
+                    Some(Location::Named(format!("{text}.length")))
+                }
                 (ValueType::GoStr, _) => {
                     return Err(ValueError::GoStringNeedsArgument { key: request.key() });
                 }
                 _ => None,
             };
-            if let Some(len_arg) = len_arg {
+            if let Some(len_at) = len_at {
                 let buf = layout.values.len() - 1;
-                let len = layout.length_value(len_arg);
+                let len = layout.length_value(len_at);
                 if let Display::Buf { len_value, .. } = &mut layout.values[buf].display {
                     *len_value = len;
                 }
@@ -215,9 +219,9 @@ impl ValueLayout {
 
     /// The index of a value holding argument `n` as a number: one already shown, or a
     /// hidden one added for the purpose.
-    fn length_value(&mut self, n: usize) -> usize {
+    fn length_value(&mut self, location: Location) -> usize {
         let wanted = ValueRequest {
-            location: Location::Arg(n),
+            location,
             ty: ValueType::U64,
             typed: false,
         };
