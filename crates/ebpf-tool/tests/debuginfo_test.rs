@@ -310,3 +310,58 @@ fn a_rust_str_argument_is_shown_as_its_text() {
         assert_eq!(event.number("name.length"), text.len() as i64);
     }
 }
+
+#[test]
+fn unoptimized_code_is_read_past_its_prologue_never_at_a_slot_not_yet_written() {
+    require_root!();
+    // -O0 keeps parameters in stack slots the prologue fills: at the entry they hold
+    // garbage. Measured before: r->len=1410924544 flags=32765 for the first call.
+    let fixture = private_copy(&build_c_fixture("debug_fixture", &["-O0", "-g"]));
+    let out = Command::new(tool())
+        .args([
+            "uprobe",
+            path(&fixture),
+            "fx_handle",
+            "-a",
+            "r->len,flags",
+            "-d",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("has not written yet"), "{stderr}");
+
+    // A line inside the function reads them where they are there (the CFA from .eh_frame).
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debug_fixture.c");
+    let line = std::fs::read_to_string(source)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("return (long)r->len + r->hdr->kind"))
+        .unwrap()
+        + 1;
+    let label = format!("debug_fixture.c:{line}");
+    let lines = run(
+        &[
+            "uprobe",
+            path(&fixture),
+            &label,
+            "-a",
+            "r->len,flags,r->name",
+        ],
+        &fixture,
+        5,
+    );
+    let events = parse_events(&lines);
+    assert_eq!(events.len(), 5, "{lines:?}");
+    for (i, event) in events.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(event.number("r->len"), 100 + i, "{event:?}");
+        assert_eq!(event.number("flags"), -3 * i, "{event:?}");
+        assert_eq!(
+            event.field("r->name"),
+            Some(format!("\"req-{i}\"").as_str())
+        );
+    }
+}

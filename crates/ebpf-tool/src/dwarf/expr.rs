@@ -99,6 +99,18 @@ pub fn compile(
         }
         (None, _) => return Err(optimized_out()),
     };
+    // At the entry, the function's own frame does not exist yet: a parameter kept in a
+    // slot of it (code built without optimization) has not been stored there. Arguments
+    // the caller passed on the stack (above the return address) are there already.
+    if let Place::Memory { base, offset } = place
+        && function.at_entry
+        && (base == reg::x86_64::RBP || (base == reg::x86_64::RSP && offset < 8))
+    {
+        return Err(unsupported(
+            text,
+            "at the function's entry it lives in a stack slot the function has not written yet (code built without optimization); probe past the prologue: a source line (FILE:LINE) or FUNC+OFFSET",
+        ));
+    }
     let mut current = match place {
         // DWARF numbers the SSE registers from 17: pt_regs, all a uprobe program sees,
         // has none of them.
@@ -267,6 +279,7 @@ mod tests {
         let function = FunctionInfo {
             name: "handle".into(),
             return_type: Ty::Void,
+            at_entry: true,
             parameters: vec![Parameter {
                 name: "r".into(),
                 ty: Ty::Pointer(Box::new(req)),

@@ -5,6 +5,7 @@
 //! probed address (its location expression or location list), then each `->`, `.` and
 //! `[N]` as a read or an offset, the type deciding width, sign and display.
 
+mod cfa;
 mod expr;
 mod types;
 
@@ -71,6 +72,8 @@ pub struct FunctionInfo {
     pub name: String,
     pub return_type: Ty,
     pub parameters: Vec<Parameter>,
+    /// The parameters' places are those at the function's first instruction.
+    pub at_entry: bool,
 }
 
 impl FunctionInfo {
@@ -130,6 +133,8 @@ fn join_type(ty: &str, name: &str) -> String {
 pub struct DebugInfo {
     dwarf: gimli::Dwarf<R>,
     path: String,
+    /// The traced file's own `.eh_frame`, for frame-base offsets past the entry.
+    frames: Option<cfa::FrameTable>,
 }
 
 impl DebugInfo {
@@ -142,15 +147,22 @@ impl DebugInfo {
     /// As `load`, looking in `root` (`--debuginfo DIR`) first.
     pub fn load_with_root(binary: &Path, root: &Path) -> Result<DebugInfo, DwarfError> {
         let shown = binary.display().to_string();
-        if let Some(info) = Self::load_file(binary, &shown)? {
+        let frames = || {
+            let data = crate::files::read_regular(binary, 1 << 31).ok()?;
+            let file = object::File::parse(&*data).ok()?;
+            cfa::FrameTable::read(&file)
+        };
+        if let Some(mut info) = Self::load_file(binary, &shown)? {
+            info.frames = frames();
             return Ok(info);
         }
         let debug_file = Symbols::read_with_debug_root(binary, root)
             .ok()
             .and_then(|s| s.debug_file().map(Path::to_owned));
         if let Some(file) = debug_file
-            && let Some(info) = Self::load_file(&file, &shown)?
+            && let Some(mut info) = Self::load_file(&file, &shown)?
         {
+            info.frames = frames();
             return Ok(info);
         }
         Err(DwarfError::Missing { path: shown })
@@ -182,55 +194,50 @@ impl DebugInfo {
         Ok(Some(DebugInfo {
             dwarf,
             path: shown.to_owned(),
+            frames: None,
         }))
     }
 
-    /// The function whose code starts at link-time `address` (`name` for messages).
-    pub fn function(&self, name: &str, address: u64) -> Result<FunctionInfo, DwarfError> {
-        self.find_function(|entry_address, _| entry_address == Some(address))
-            .unwrap_or_else(|| {
-                Err(DwarfError::NoFunction {
-                    function: name.to_owned(),
-                })
-            })
+    /// The function whose code starts at link-time `low_pc`, with its parameters where
+    /// they are at `pc` (its entry, or a place inside it); `name` for messages.
+    pub fn function(&self, name: &str, low_pc: u64, pc: u64) -> Result<FunctionInfo, DwarfError> {
+        let bad = |e: gimli::Error| DwarfError::Bad {
+            path: self.path.clone(),
+            why: e.to_string(),
+        };
+        let mut found = None;
+        self.walk_functions(&mut |address, unit, offset| {
+            if address == low_pc {
+                found = Some(self.function_info(unit, offset, pc));
+                return true;
+            }
+            false
+        })
+        .map_err(bad)?;
+        match found {
+            Some(info) => info.map_err(bad),
+            None => Err(DwarfError::NoFunction {
+                function: name.to_owned(),
+            }),
+        }
     }
 
     /// Every described function with code, for `--list -v`.
     pub fn functions(&self) -> Vec<(u64, FunctionInfo)> {
         let mut out = Vec::new();
-        let _ = self.walk_functions(&mut |address, info| {
-            out.push((address, info));
+        let _ = self.walk_functions(&mut |address, unit, offset| {
+            if let Ok(info) = self.function_info(unit, offset, address) {
+                out.push((address, info));
+            }
             false
         });
         out
     }
 
-    fn find_function(
-        &self,
-        wanted: impl Fn(Option<u64>, &str) -> bool,
-    ) -> Option<Result<FunctionInfo, DwarfError>> {
-        let mut found = None;
-        let walked = self.walk_functions(&mut |address, info| {
-            if wanted(Some(address), &info.name) {
-                found = Some(info);
-                return true;
-            }
-            false
-        });
-        match (found, walked) {
-            (Some(info), _) => Some(Ok(info)),
-            (None, Err(e)) => Some(Err(DwarfError::Bad {
-                path: self.path.clone(),
-                why: e.to_string(),
-            })),
-            (None, Ok(())) => None,
-        }
-    }
-
     /// Calls `visit` with each subprogram that has code; stops when it returns true.
     fn walk_functions(
         &self,
-        visit: &mut dyn FnMut(u64, FunctionInfo) -> bool,
+        visit: &mut dyn FnMut(u64, &gimli::Unit<R>, gimli::UnitOffset) -> bool,
     ) -> gimli::Result<()> {
         let mut headers = self.dwarf.units();
         while let Some(header) = headers.next()? {
@@ -243,8 +250,7 @@ impl DebugInfo {
                 let Some(low_pc) = self.address_attr(&unit, entry, gimli::DW_AT_low_pc)? else {
                     continue;
                 };
-                let info = self.function_info(&unit, entry.offset())?;
-                if visit(low_pc, info) {
+                if visit(low_pc, &unit, entry.offset()) {
                     return Ok(());
                 }
             }
@@ -256,6 +262,7 @@ impl DebugInfo {
         &self,
         unit: &gimli::Unit<R>,
         offset: gimli::UnitOffset,
+        pc: u64,
     ) -> gimli::Result<FunctionInfo> {
         let mut tree = unit.entries_tree(Some(offset))?;
         let root = tree.root()?;
@@ -271,6 +278,14 @@ impl DebugInfo {
                 Ok(Some(Operation::CallFrameCFA))
             )
         );
+        // Frame-base offsets are from the CFA, which is rsp + 8 at the entry and wherever
+        // the unwind table says past it.
+        let cfa = if pc == low_pc {
+            Some((ebpf_tool_common::reg::x86_64::RSP, 8))
+        } else {
+            self.frames.as_ref().and_then(|f| f.cfa_at(pc))
+        }
+        .filter(|_| frame_base_is_cfa);
         let return_type = match entry.attr_value(gimli::DW_AT_type)? {
             Some(AttributeValue::UnitRef(t)) => types::resolve(self, unit, t, 0)?,
             _ => Ty::Void,
@@ -293,7 +308,7 @@ impl DebugInfo {
                     Some(mut list) => {
                         let mut found = None;
                         while let Some(entry) = list.next()? {
-                            if entry.range.begin <= low_pc && low_pc < entry.range.end {
+                            if entry.range.begin <= pc && pc < entry.range.end {
                                 found = Some(entry.data);
                                 break;
                             }
@@ -306,9 +321,9 @@ impl DebugInfo {
             };
             let location = expression
                 .clone()
-                .and_then(|e| place_of(e, unit.encoding(), frame_base_is_cfa));
+                .and_then(|e| place_of(e, unit.encoding(), cfa));
             let pieces = expression
-                .map(|e| pieces_of(e, unit.encoding(), frame_base_is_cfa))
+                .map(|e| pieces_of(e, unit.encoding(), cfa))
                 .unwrap_or_default();
             parameters.push(Parameter {
                 name,
@@ -321,6 +336,7 @@ impl DebugInfo {
             name,
             return_type,
             parameters,
+            at_entry: pc == low_pc,
         })
     }
 
@@ -358,7 +374,7 @@ impl DebugInfo {
 fn place_of(
     expression: gimli::Expression<R>,
     encoding: gimli::Encoding,
-    cfa: bool,
+    cfa: Option<(u8, i64)>,
 ) -> Option<Place> {
     let ops = operations(expression, encoding)?;
     place_of_ops(&ops, encoding, cfa)
@@ -376,7 +392,11 @@ fn operations(
     Some(ops)
 }
 
-fn place_of_ops(ops: &[Operation<R>], encoding: gimli::Encoding, cfa: bool) -> Option<Place> {
+fn place_of_ops(
+    ops: &[Operation<R>],
+    encoding: gimli::Encoding,
+    cfa: Option<(u8, i64)>,
+) -> Option<Place> {
     let place = match ops.first()?.clone() {
         Operation::Register { register } => Place::Register(register.0 as u8),
         Operation::RegisterOffset {
@@ -385,10 +405,13 @@ fn place_of_ops(ops: &[Operation<R>], encoding: gimli::Encoding, cfa: bool) -> O
             base: register.0 as u8,
             offset,
         },
-        // With DW_AT_frame_base DW_OP_call_frame_cfa: at entry, the CFA is rsp + 8.
-        Operation::FrameOffset { offset } if cfa => Place::Memory {
-            base: ebpf_tool_common::reg::x86_64::RSP,
-            offset: offset + 8,
+        // With DW_AT_frame_base DW_OP_call_frame_cfa: from the CFA at this address.
+        Operation::FrameOffset { offset } => match cfa {
+            Some((base, cfa_offset)) => Place::Memory {
+                base,
+                offset: cfa_offset + offset,
+            },
+            None => return None,
         },
         Operation::EntryValue { expression } => {
             let mut inner = gimli::Expression(expression).operations(encoding);
@@ -414,7 +437,7 @@ fn place_of_ops(ops: &[Operation<R>], encoding: gimli::Encoding, cfa: bool) -> O
 fn pieces_of(
     expression: gimli::Expression<R>,
     encoding: gimli::Encoding,
-    cfa: bool,
+    cfa: Option<(u8, i64)>,
 ) -> Vec<(Option<Place>, u64)> {
     let Some(ops) = operations(expression, encoding) else {
         return Vec::new();
@@ -450,20 +473,20 @@ pub struct NamedSpecs {
     pub enums: Vec<(String, Vec<(i64, String)>)>,
 }
 
-/// Resolves `texts` (`r->len`, `argv[1]`) in each function (`(label, link-time address)`)
-/// of `binary`.
+/// Resolves `texts` (`r->len`, `argv[1]`) in each probed place of `binary`: `(label,
+/// its function's link-time address, the probe's)`.
 pub fn resolve_named(
     binary: &Path,
     debug_root: &Path,
-    functions: &[(String, u64)],
+    functions: &[(String, u64, u64)],
     texts: &[String],
 ) -> Result<NamedSpecs, DwarfError> {
     let info = DebugInfo::load_with_root(binary, debug_root)?;
     let mut specs = Vec::new();
     let mut shown = Vec::new();
     let mut enums = Vec::new();
-    for (index, (label, address)) in functions.iter().enumerate() {
-        let function = info.function(label, *address)?;
+    for (index, (label, low_pc, pc)) in functions.iter().enumerate() {
+        let function = info.function(label, *low_pc, *pc)?;
         let mut these = Vec::new();
         for text in texts {
             let access = parse_access(text).ok_or_else(|| DwarfError::Unsupported {

@@ -38,11 +38,13 @@ pub fn resolve_named_values(
     if texts.is_empty() {
         return Ok(());
     }
-    let functions: Vec<(String, u64)> = targets
+    // Each probe's own address: a source line or FUNC+OFFSET reads the values where they
+    // are there, not where they were at the entry.
+    let functions: Vec<(String, u64, u64)> = targets
         .labels
         .iter()
         .zip(&targets.functions)
-        .map(|(label, f)| (label.clone(), f.address))
+        .map(|(label, f)| (label.clone(), f.address - f.offset_in_function, f.address))
         .collect();
     let named = crate::dwarf::resolve_named(&targets.binary, &plan.debug_root, &functions, &texts)?;
     targets.named = named.specs;
