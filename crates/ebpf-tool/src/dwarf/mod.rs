@@ -7,6 +7,8 @@
 
 mod cfa;
 mod expr;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use std::{path::Path, sync::Arc};
