@@ -365,3 +365,74 @@ fn unoptimized_code_is_read_past_its_prologue_never_at_a_slot_not_yet_written() 
         );
     }
 }
+
+#[test]
+fn split_dwarf_in_dwo_files_and_a_dwp_package() {
+    require_root!();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("split-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debug_fixture.c");
+    let binary = dir.join("split");
+    let status = Command::new("cc")
+        .args(["-O2", "-g", "-gsplit-dwarf", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cc -gsplit-dwarf");
+    let dwo: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "dwo"))
+        .collect();
+    assert_eq!(dwo.len(), 1, "one .dwo beside the binary: {dwo:?}");
+    let check = |what: &str| {
+        let lines = run(
+            &["uprobe", path(&binary), "fx_handle", "-a", "r->len,flags"],
+            &binary,
+            4,
+        );
+        let got: Vec<(i64, i64)> = parse_events(&lines)
+            .iter()
+            .map(|e| (e.number("r->len"), e.number("flags")))
+            .collect();
+        assert_eq!(
+            got,
+            [(100, 0), (101, -3), (102, -6), (103, -9)],
+            "{what}: {lines:?}"
+        );
+    };
+    check(".dwo");
+
+    // Packaged: the .dwo gone, `<binary>.dwp` in its place (llvm-dwp; GNU dwp crashes on
+    // DWARF 5 here).
+    // Whichever LLVM set-up installed (llvm-dwp-N).
+    let mut packers: Vec<String> = std::fs::read_dir("/usr/bin")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("llvm-dwp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    packers.sort();
+    let Some(packer) = packers.pop() else {
+        assert!(
+            !common::privileged("llvm-dwp"),
+            "no llvm-dwp (scripts/setup.sh installs LLVM)"
+        );
+        return;
+    };
+    let package = dir.join("split.dwp");
+    let status = Command::new(&packer)
+        .arg("-e")
+        .arg(&binary)
+        .arg("-o")
+        .arg(&package)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{packer}");
+    std::fs::remove_file(&dwo[0]).unwrap();
+    check(".dwp");
+}

@@ -137,6 +137,10 @@ pub struct DebugInfo {
     path: String,
     /// The traced file's own `.eh_frame`, for frame-base offsets past the entry.
     frames: Option<cfa::FrameTable>,
+    /// Split DWARF: each skeleton unit's `.dwo`, with the skeleton's offset.
+    splits: Vec<(gimli::DebugInfoOffset, gimli::Dwarf<R>)>,
+    /// Which DWARF the walk is in: 0 the file's, i + 1 `splits[i]`.
+    current: std::cell::Cell<usize>,
 }
 
 impl DebugInfo {
@@ -193,10 +197,13 @@ impl DebugInfo {
             Ok(EndianArcSlice::new(bytes, endian))
         };
         let dwarf = gimli::Dwarf::load(load).map_err(|e| bad(e.to_string()))?;
+        let splits = load_splits(&dwarf, path, endian);
         Ok(Some(DebugInfo {
             dwarf,
             path: shown.to_owned(),
             frames: None,
+            splits,
+            current: std::cell::Cell::new(0),
         }))
     }
 
@@ -241,9 +248,7 @@ impl DebugInfo {
         &self,
         visit: &mut dyn FnMut(u64, &gimli::Unit<R>, gimli::UnitOffset) -> bool,
     ) -> gimli::Result<()> {
-        let mut headers = self.dwarf.units();
-        while let Some(header) = headers.next()? {
-            let unit = self.dwarf.unit(header)?;
+        for unit in self.all_units()? {
             let mut entries = unit.entries();
             while let Some((_, entry)) = entries.next_dfs()? {
                 if entry.tag() != gimli::DW_TAG_subprogram {
@@ -257,7 +262,41 @@ impl DebugInfo {
                 }
             }
         }
+        self.current.set(0);
         Ok(())
+    }
+
+    /// The DWARF the walk is in.
+    fn dw(&self) -> &gimli::Dwarf<R> {
+        match self.current.get() {
+            0 => &self.dwarf,
+            i => &self.splits[i - 1].1,
+        }
+    }
+
+    /// Every unit, the split ones (with their skeleton's attributes) after the file's;
+    /// `current` follows as each is handed out.
+    fn all_units(&self) -> gimli::Result<impl Iterator<Item = gimli::Unit<R>> + '_> {
+        let mut units: Vec<(usize, gimli::Unit<R>)> = Vec::new();
+        let mut headers = self.dwarf.units();
+        while let Some(header) = headers.next()? {
+            units.push((0, self.dwarf.unit(header)?));
+        }
+        for (i, (skeleton_offset, dwo)) in self.splits.iter().enumerate() {
+            let skeleton = self
+                .dwarf
+                .unit(self.dwarf.debug_info.header_from_offset(*skeleton_offset)?)?;
+            let mut headers = dwo.units();
+            while let Some(header) = headers.next()? {
+                let mut unit = dwo.unit(header)?;
+                unit.copy_relocated_attributes(&skeleton);
+                units.push((i + 1, unit));
+            }
+        }
+        Ok(units.into_iter().map(move |(which, unit)| {
+            self.current.set(which);
+            unit
+        }))
     }
 
     fn function_info(
@@ -306,7 +345,7 @@ impl DebugInfo {
             };
             let expression = match entry.attr_value(gimli::DW_AT_location)? {
                 Some(AttributeValue::Exprloc(expression)) => Some(expression),
-                Some(other) => match self.dwarf.attr_locations(unit, other)? {
+                Some(other) => match self.dw().attr_locations(unit, other)? {
                     Some(mut list) => {
                         let mut found = None;
                         while let Some(entry) = list.next()? {
@@ -349,7 +388,7 @@ impl DebugInfo {
         name: gimli::DwAt,
     ) -> gimli::Result<Option<u64>> {
         match entry.attr_value(name)? {
-            Some(value) => self.dwarf.attr_address(unit, value),
+            Some(value) => self.dw().attr_address(unit, value),
             None => Ok(None),
         }
     }
@@ -361,7 +400,7 @@ impl DebugInfo {
     ) -> gimli::Result<Option<String>> {
         match entry.attr_value(gimli::DW_AT_name)? {
             Some(value) => Ok(Some(
-                self.dwarf
+                self.dw()
                     .attr_string(unit, value)?
                     .to_string_lossy()?
                     .into_owned(),
@@ -464,6 +503,91 @@ fn pieces_of(
         }
     }
     pieces
+}
+
+/// The `.dwo` of each skeleton unit (gcc `-gsplit-dwarf`), found by its `DW_AT_dwo_name`
+/// beside the compilation directory or the file; units whose `.dwo` is missing are left
+/// out (their functions are then "not described").
+fn load_splits(
+    dwarf: &gimli::Dwarf<R>,
+    binary: &Path,
+    endian: RunTimeEndian,
+) -> Vec<(gimli::DebugInfoOffset, gimli::Dwarf<R>)> {
+    let mut splits = Vec::new();
+    // A package of them (`dwp`): `<binary>.dwp`, looked up by each skeleton's dwo id.
+    let package = load_package(binary, endian);
+    let mut headers = dwarf.units();
+    while let Ok(Some(header)) = headers.next() {
+        let Some(offset) = header.offset().as_debug_info_offset() else {
+            continue;
+        };
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        if let (Some(package), Some(id)) = (&package, unit.dwo_id)
+            && let Ok(Some(dwo)) = package.find_cu(id, dwarf)
+        {
+            splits.push((offset, dwo));
+            continue;
+        }
+        let Ok(Some(name)) = unit.dwo_name() else {
+            continue;
+        };
+        let Ok(name) = dwarf.attr_string(&unit, name) else {
+            continue;
+        };
+        let name = name.to_string_lossy().unwrap_or_default().into_owned();
+        let comp_dir = unit
+            .comp_dir
+            .as_ref()
+            .and_then(|d| d.to_string_lossy().ok().map(|d| d.into_owned()));
+        let candidates = [
+            comp_dir.map(|d| Path::new(&d).join(&name)),
+            binary
+                .parent()
+                .map(|d| d.join(Path::new(&name).file_name().unwrap_or_default())),
+        ];
+        let Some(data) = candidates
+            .into_iter()
+            .flatten()
+            .find_map(|p| crate::files::read_regular(&p, 1 << 31).ok())
+        else {
+            continue;
+        };
+        let Ok(file) = object::File::parse(&*data) else {
+            continue;
+        };
+        let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
+            let bytes: Arc<[u8]> = id
+                .dwo_name()
+                .and_then(|n| file.section_by_name(n))
+                .and_then(|s| s.uncompressed_data().ok())
+                .map_or_else(|| Arc::from(&[][..]), |d| Arc::from(d.as_ref()));
+            Ok(EndianArcSlice::new(bytes, endian))
+        };
+        let Ok(mut dwo) = gimli::Dwarf::load(load) else {
+            continue;
+        };
+        dwo.make_dwo(dwarf);
+        splits.push((offset, dwo));
+    }
+    splits
+}
+
+fn load_package(binary: &Path, endian: RunTimeEndian) -> Option<gimli::DwarfPackage<R>> {
+    let mut path = binary.as_os_str().to_owned();
+    path.push(".dwp");
+    let data = crate::files::read_regular(Path::new(&path), 1 << 31).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
+        let bytes: Arc<[u8]> = id
+            .dwo_name()
+            .and_then(|n| file.section_by_name(n))
+            .and_then(|s| s.uncompressed_data().ok())
+            .map_or_else(|| Arc::from(&[][..]), |d| Arc::from(d.as_ref()));
+        Ok(EndianArcSlice::new(bytes, endian))
+    };
+    gimli::DwarfPackage::load(load, EndianArcSlice::new(Arc::from(&[][..]), endian)).ok()
 }
 
 /// Named values for every probed function: each function's spec for each text, and
@@ -601,9 +725,7 @@ impl DebugInfo {
             why: e.to_string(),
         };
         let mut starts = Vec::new();
-        let mut headers = self.dwarf.units();
-        while let Some(header) = headers.next().map_err(bad)? {
-            let unit = self.dwarf.unit(header).map_err(bad)?;
+        for unit in self.all_units().map_err(bad)? {
             let mut entries = unit.entries();
             while let Some((_, entry)) = entries.next_dfs().map_err(bad)? {
                 if entry.tag() != gimli::DW_TAG_inlined_subroutine {
@@ -625,19 +747,20 @@ impl DebugInfo {
                 // DWARF 5 may give the entry as an offset from low_pc.
                 let entry_pc = match entry.attr_value(gimli::DW_AT_entry_pc).map_err(bad)? {
                     Some(AttributeValue::Udata(offset)) => low_pc.map(|l| l + offset),
-                    Some(value) => self.dwarf.attr_address(&unit, value).map_err(bad)?,
+                    Some(value) => self.dw().attr_address(&unit, value).map_err(bad)?,
                     None => None,
                 };
                 let start = match entry_pc.or(low_pc) {
                     Some(start) => Some(start),
                     None => {
-                        let mut ranges = self.dwarf.die_ranges(&unit, entry).map_err(bad)?;
+                        let mut ranges = self.dw().die_ranges(&unit, entry).map_err(bad)?;
                         ranges.next().map_err(bad)?.map(|r| r.begin)
                     }
                 };
                 starts.extend(start);
             }
         }
+        self.current.set(0);
         starts.sort_unstable();
         starts.dedup();
         Ok(starts)

@@ -139,6 +139,8 @@ fn hand_built() -> DebugInfo {
         dwarf: read,
         path: "hand-built".into(),
         frames: None,
+        splits: Vec::new(),
+        current: std::cell::Cell::new(0),
     }
 }
 
