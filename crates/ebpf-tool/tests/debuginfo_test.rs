@@ -317,6 +317,28 @@ fn unoptimized_code_is_read_past_its_prologue_never_at_a_slot_not_yet_written() 
     // -O0 keeps parameters in stack slots the prologue fills: at the entry they hold
     // garbage. Measured before: r->len=1410924544 flags=32765 for the first call.
     let fixture = private_copy(&build_c_fixture("debug_fixture", &["-O0", "-g"]));
+    // Named at the function: the probe moves past the prologue, as perf and bpftrace do.
+    let lines = run(
+        &["uprobe", path(&fixture), "fx_handle", "-a", "r->len,flags"],
+        &fixture,
+        4,
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("fx_handle: probed past its prologue")),
+        "{lines:?}"
+    );
+    let got: Vec<(i64, i64)> = parse_events(&lines)
+        .iter()
+        .map(|e| (e.number("r->len"), e.number("flags")))
+        .collect();
+    assert_eq!(
+        got,
+        [(100, 0), (101, -3), (102, -6), (103, -9)],
+        "{lines:?}"
+    );
+    // With --ret the probe must stay at the entry: refused, with why.
     let out = Command::new(tool())
         .args([
             "uprobe",
@@ -324,6 +346,7 @@ fn unoptimized_code_is_read_past_its_prologue_never_at_a_slot_not_yet_written() 
             "fx_handle",
             "-a",
             "r->len,flags",
+            "--ret",
             "-d",
             "1",
         ])

@@ -601,6 +601,13 @@ pub struct NamedSpecs {
 
 /// Resolves `texts` (`r->len`, `argv[1]`) in each probed place of `binary`: `(label,
 /// its function's link-time address, the probe's)`.
+/// Where past its prologue the function at `low_pc` is (see `DebugInfo::prologue_end`).
+pub fn prologue_end(binary: &Path, debug_root: &Path, low_pc: u64) -> Option<u64> {
+    DebugInfo::load_with_root(binary, debug_root)
+        .ok()?
+        .prologue_end(low_pc)
+}
+
 pub fn resolve_named(
     binary: &Path,
     debug_root: &Path,
@@ -716,6 +723,44 @@ impl DebugInfo {
         addresses.sort_unstable();
         addresses.dedup();
         Ok(addresses)
+    }
+
+    /// Where the function starting at `low_pc` is past its prologue (parameters stored
+    /// in their slots): the line table's `prologue_end` there, else its first statement
+    /// on another line, as perf and bpftrace choose.
+    pub fn prologue_end(&self, low_pc: u64) -> Option<u64> {
+        let mut flagged: Option<u64> = None;
+        let mut rows: Vec<(u64, u64)> = Vec::new();
+        let mut headers = self.dwarf.units();
+        while let Ok(Some(header)) = headers.next() {
+            let Ok(unit) = self.dwarf.unit(header) else {
+                continue;
+            };
+            let Some(program) = unit.line_program.clone() else {
+                continue;
+            };
+            let mut iter = program.rows();
+            while let Ok(Some((_, row))) = iter.next_row() {
+                let address = row.address();
+                if row.end_sequence() || address < low_pc || address >= low_pc + 0x1000 {
+                    continue;
+                }
+                if row.prologue_end() && address > low_pc {
+                    flagged = Some(flagged.map_or(address, |f| f.min(address)));
+                }
+                if row.is_stmt() {
+                    rows.push((address, row.line().map_or(0, |l| l.get())));
+                }
+            }
+        }
+        if flagged.is_some() {
+            return flagged;
+        }
+        rows.sort_unstable();
+        let first_line = rows.iter().find(|(a, _)| *a == low_pc)?.1;
+        rows.iter()
+            .find(|(a, line)| *a > low_pc && *line != first_line)
+            .map(|(a, _)| *a)
     }
 
     /// Where each inlined copy of the function `name` starts.

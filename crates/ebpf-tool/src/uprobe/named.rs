@@ -38,6 +38,41 @@ pub fn resolve_named_values(
     if texts.is_empty() {
         return Ok(());
     }
+    // Unoptimized code stores its parameters in the prologue: where a value is not there
+    // yet at the entry, the probe moves past the prologue (not with --ret: a return
+    // needs the entry).
+    if !plan.returns {
+        for i in 0..targets.functions.len() {
+            let f = &targets.functions[i];
+            if f.offset_in_function != 0 {
+                continue;
+            }
+            let one = [(targets.labels[i].clone(), f.address, f.address)];
+            let not_yet = matches!(
+                crate::dwarf::resolve_named(&targets.binary, &plan.debug_root, &one, &texts),
+                Err(DwarfError::Unsupported { ref why, .. }) if why.contains("has not written yet")
+            );
+            if !not_yet {
+                continue;
+            }
+            let Some(past) =
+                crate::dwarf::prologue_end(&targets.binary, &plan.debug_root, f.address)
+                    .filter(|&p| p > f.address && p < f.address + f.size)
+            else {
+                continue;
+            };
+            let delta = past - f.address;
+            let f = &mut targets.functions[i];
+            f.address += delta;
+            f.file_offset += delta;
+            f.offset_in_function = delta;
+            targets.points[i].entry += delta;
+            targets.notes.push(format!(
+                "{}: probed past its prologue (+{delta:#x}), where its parameters are stored",
+                targets.labels[i]
+            ));
+        }
+    }
     // Each probe's own address: a source line or FUNC+OFFSET reads the values where they
     // are there, not where they were at the entry.
     let functions: Vec<(String, u64, u64)> = targets
