@@ -459,3 +459,34 @@ fn split_dwarf_in_dwo_files_and_a_dwp_package() {
     std::fs::remove_file(&dwo[0]).unwrap();
     check(".dwp");
 }
+
+#[test]
+fn dwarf_4_and_compressed_debug_sections() {
+    require_root!();
+    for flags in [
+        &["-O2", "-g", "-gdwarf-4"][..],
+        &["-O2", "-g", "-gz=zlib"][..],
+    ] {
+        let fixture = private_copy(&build_c_fixture("debug_fixture", flags));
+        let lines = run(
+            &[
+                "uprobe",
+                path(&fixture),
+                "fx_handle",
+                "-a",
+                "r->len,r->hdr->kind",
+            ],
+            &fixture,
+            3,
+        );
+        let got: Vec<(i64, i64)> = parse_events(&lines)
+            .iter()
+            .map(|e| (e.number("r->len"), e.number("r->hdr->kind")))
+            .collect();
+        assert_eq!(
+            got,
+            [(100, 0), (101, -1), (102, -2)],
+            "{flags:?}: {lines:?}"
+        );
+    }
+}
