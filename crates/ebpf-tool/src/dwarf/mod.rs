@@ -7,6 +7,9 @@
 
 mod cfa;
 mod expr;
+mod lines;
+mod location;
+mod split;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -197,7 +200,7 @@ impl DebugInfo {
             Ok(EndianArcSlice::new(bytes, endian))
         };
         let dwarf = gimli::Dwarf::load(load).map_err(|e| bad(e.to_string()))?;
-        let splits = load_splits(&dwarf, path, endian);
+        let splits = split::load_splits(&dwarf, path, endian);
         Ok(Some(DebugInfo {
             dwarf,
             path: shown.to_owned(),
@@ -362,9 +365,9 @@ impl DebugInfo {
             };
             let location = expression
                 .clone()
-                .and_then(|e| place_of(e, unit.encoding(), cfa));
+                .and_then(|e| location::place_of(e, unit.encoding(), cfa));
             let pieces = expression
-                .map(|e| pieces_of(e, unit.encoding(), cfa))
+                .map(|e| location::pieces_of(e, unit.encoding(), cfa))
                 .unwrap_or_default();
             parameters.push(Parameter {
                 name,
@@ -408,186 +411,6 @@ impl DebugInfo {
             None => Ok(None),
         }
     }
-}
-
-/// Where a location expression puts a value at the function's entry, for the forms a
-/// parameter has there: a register, a frame-base (CFA) or register offset, an entry value.
-fn place_of(
-    expression: gimli::Expression<R>,
-    encoding: gimli::Encoding,
-    cfa: Option<(u8, i64)>,
-) -> Option<Place> {
-    let ops = operations(expression, encoding)?;
-    place_of_ops(&ops, encoding, cfa)
-}
-
-fn operations(
-    expression: gimli::Expression<R>,
-    encoding: gimli::Encoding,
-) -> Option<Vec<Operation<R>>> {
-    let mut iter = expression.operations(encoding);
-    let mut ops = Vec::new();
-    while let Some(op) = iter.next().ok()? {
-        ops.push(op);
-    }
-    Some(ops)
-}
-
-fn place_of_ops(
-    ops: &[Operation<R>],
-    encoding: gimli::Encoding,
-    cfa: Option<(u8, i64)>,
-) -> Option<Place> {
-    let place = match ops.first()?.clone() {
-        Operation::Register { register } => Place::Register(register.0 as u8),
-        Operation::RegisterOffset {
-            register, offset, ..
-        } => Place::Memory {
-            base: register.0 as u8,
-            offset,
-        },
-        // With DW_AT_frame_base DW_OP_call_frame_cfa: from the CFA at this address.
-        Operation::FrameOffset { offset } => match cfa {
-            Some((base, cfa_offset)) => Place::Memory {
-                base,
-                offset: cfa_offset + offset,
-            },
-            None => return None,
-        },
-        Operation::EntryValue { expression } => {
-            let mut inner = gimli::Expression(expression).operations(encoding);
-            match inner.next().ok()?? {
-                Operation::Register { register } => Place::Register(register.0 as u8),
-                _ => return None,
-            }
-        }
-        _ => return None,
-    };
-    match (place, ops.get(1), ops.len()) {
-        (place, None, 1) => Some(place),
-        (Place::Register(_), Some(Operation::StackValue), 2) => Some(place),
-        (Place::Memory { base, offset }, Some(Operation::StackValue), 2) => {
-            Some(Place::Computed { base, offset })
-        }
-        _ => None,
-    }
-}
-
-/// The pieces of a location made of `DW_OP_piece`s: each piece's own place (None for an
-/// empty piece: that part is not described) and size; empty when not in pieces.
-fn pieces_of(
-    expression: gimli::Expression<R>,
-    encoding: gimli::Encoding,
-    cfa: Option<(u8, i64)>,
-) -> Vec<(Option<Place>, u64)> {
-    let Some(ops) = operations(expression, encoding) else {
-        return Vec::new();
-    };
-    let mut pieces = Vec::new();
-    let mut part: Vec<Operation<R>> = Vec::new();
-    for op in ops {
-        match op {
-            Operation::Piece {
-                size_in_bits,
-                bit_offset: None,
-            } => {
-                let place = if part.is_empty() {
-                    None
-                } else {
-                    place_of_ops(&part, encoding, cfa)
-                };
-                pieces.push((place, size_in_bits / 8));
-                part.clear();
-            }
-            other => part.push(other),
-        }
-    }
-    pieces
-}
-
-/// The `.dwo` of each skeleton unit (gcc `-gsplit-dwarf`), found by its `DW_AT_dwo_name`
-/// beside the compilation directory or the file; units whose `.dwo` is missing are left
-/// out (their functions are then "not described").
-fn load_splits(
-    dwarf: &gimli::Dwarf<R>,
-    binary: &Path,
-    endian: RunTimeEndian,
-) -> Vec<(gimli::DebugInfoOffset, gimli::Dwarf<R>)> {
-    let mut splits = Vec::new();
-    // A package of them (`dwp`): `<binary>.dwp`, looked up by each skeleton's dwo id.
-    let package = load_package(binary, endian);
-    let mut headers = dwarf.units();
-    while let Ok(Some(header)) = headers.next() {
-        let Some(offset) = header.offset().as_debug_info_offset() else {
-            continue;
-        };
-        let Ok(unit) = dwarf.unit(header) else {
-            continue;
-        };
-        if let (Some(package), Some(id)) = (&package, unit.dwo_id)
-            && let Ok(Some(dwo)) = package.find_cu(id, dwarf)
-        {
-            splits.push((offset, dwo));
-            continue;
-        }
-        let Ok(Some(name)) = unit.dwo_name() else {
-            continue;
-        };
-        let Ok(name) = dwarf.attr_string(&unit, name) else {
-            continue;
-        };
-        let name = name.to_string_lossy().unwrap_or_default().into_owned();
-        let comp_dir = unit
-            .comp_dir
-            .as_ref()
-            .and_then(|d| d.to_string_lossy().ok().map(|d| d.into_owned()));
-        let candidates = [
-            comp_dir.map(|d| Path::new(&d).join(&name)),
-            binary
-                .parent()
-                .map(|d| d.join(Path::new(&name).file_name().unwrap_or_default())),
-        ];
-        let Some(data) = candidates
-            .into_iter()
-            .flatten()
-            .find_map(|p| crate::files::read_regular(&p, 1 << 31).ok())
-        else {
-            continue;
-        };
-        let Ok(file) = object::File::parse(&*data) else {
-            continue;
-        };
-        let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
-            let bytes: Arc<[u8]> = id
-                .dwo_name()
-                .and_then(|n| file.section_by_name(n))
-                .and_then(|s| s.uncompressed_data().ok())
-                .map_or_else(|| Arc::from(&[][..]), |d| Arc::from(d.as_ref()));
-            Ok(EndianArcSlice::new(bytes, endian))
-        };
-        let Ok(mut dwo) = gimli::Dwarf::load(load) else {
-            continue;
-        };
-        dwo.make_dwo(dwarf);
-        splits.push((offset, dwo));
-    }
-    splits
-}
-
-fn load_package(binary: &Path, endian: RunTimeEndian) -> Option<gimli::DwarfPackage<R>> {
-    let mut path = binary.as_os_str().to_owned();
-    path.push(".dwp");
-    let data = crate::files::read_regular(Path::new(&path), 1 << 31).ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
-        let bytes: Arc<[u8]> = id
-            .dwo_name()
-            .and_then(|n| file.section_by_name(n))
-            .and_then(|s| s.uncompressed_data().ok())
-            .map_or_else(|| Arc::from(&[][..]), |d| Arc::from(d.as_ref()));
-        Ok(EndianArcSlice::new(bytes, endian))
-    };
-    gimli::DwarfPackage::load(load, EndianArcSlice::new(Arc::from(&[][..]), endian)).ok()
 }
 
 /// Named values for every probed function: each function's spec for each text, and
@@ -663,151 +486,4 @@ pub fn resolve_named(
     })
 }
 
-/// `file.c:123` (a file name or path suffix, a line): a source line, not a function.
-pub fn parse_source_line(text: &str) -> Option<(&str, u64)> {
-    let (file, line) = text.rsplit_once(':')?;
-    let line: u64 = line.parse().ok()?;
-    let (_, extension) = file.rsplit_once('.')?;
-    (!file.is_empty()
-        && !extension.is_empty()
-        && extension.bytes().all(|b| b.is_ascii_alphanumeric())
-        && !file.contains(':'))
-    .then_some((file, line))
-}
-
-impl DebugInfo {
-    /// Every address the line table marks as the start of a statement of `line` in a
-    /// file whose path is `file` or ends with `/file`.
-    pub fn line_addresses(&self, file: &str, line: u64) -> Result<Vec<u64>, DwarfError> {
-        let bad = |e: gimli::Error| DwarfError::Bad {
-            path: self.path.clone(),
-            why: e.to_string(),
-        };
-        let matches = |path: &str| path == file || path.ends_with(&format!("/{file}"));
-        let mut addresses = Vec::new();
-        let mut headers = self.dwarf.units();
-        while let Some(header) = headers.next().map_err(bad)? {
-            let unit = self.dwarf.unit(header).map_err(bad)?;
-            let Some(program) = unit.line_program.clone() else {
-                continue;
-            };
-            let mut rows = program.rows();
-            while let Some((header, row)) = rows.next_row().map_err(bad)? {
-                if !row.is_stmt() || row.end_sequence() || row.line().map(|l| l.get()) != Some(line)
-                {
-                    continue;
-                }
-                let Some(entry) = row.file(header) else {
-                    continue;
-                };
-                let mut path = String::new();
-                if let Some(dir) = entry.directory(header)
-                    && let Ok(dir) = self.dwarf.attr_string(&unit, dir)
-                {
-                    path.push_str(&dir.to_string_lossy().unwrap_or_default());
-                    path.push('/');
-                }
-                if let Ok(name) = self.dwarf.attr_string(&unit, entry.path_name()) {
-                    let name = name.to_string_lossy().unwrap_or_default();
-                    if name.starts_with('/') {
-                        path = name.into_owned();
-                    } else {
-                        path.push_str(&name);
-                    }
-                }
-                if matches(&path) {
-                    addresses.push(row.address());
-                }
-            }
-        }
-        addresses.sort_unstable();
-        addresses.dedup();
-        Ok(addresses)
-    }
-
-    /// Where the function starting at `low_pc` is past its prologue (parameters stored
-    /// in their slots): the line table's `prologue_end` there, else its first statement
-    /// on another line, as perf and bpftrace choose.
-    pub fn prologue_end(&self, low_pc: u64) -> Option<u64> {
-        let mut flagged: Option<u64> = None;
-        let mut rows: Vec<(u64, u64)> = Vec::new();
-        let mut headers = self.dwarf.units();
-        while let Ok(Some(header)) = headers.next() {
-            let Ok(unit) = self.dwarf.unit(header) else {
-                continue;
-            };
-            let Some(program) = unit.line_program.clone() else {
-                continue;
-            };
-            let mut iter = program.rows();
-            while let Ok(Some((_, row))) = iter.next_row() {
-                let address = row.address();
-                if row.end_sequence() || address < low_pc || address >= low_pc + 0x1000 {
-                    continue;
-                }
-                if row.prologue_end() && address > low_pc {
-                    flagged = Some(flagged.map_or(address, |f| f.min(address)));
-                }
-                if row.is_stmt() {
-                    rows.push((address, row.line().map_or(0, |l| l.get())));
-                }
-            }
-        }
-        if flagged.is_some() {
-            return flagged;
-        }
-        rows.sort_unstable();
-        let first_line = rows.iter().find(|(a, _)| *a == low_pc)?.1;
-        rows.iter()
-            .find(|(a, line)| *a > low_pc && *line != first_line)
-            .map(|(a, _)| *a)
-    }
-
-    /// Where each inlined copy of the function `name` starts.
-    pub fn inlined_copies(&self, name: &str) -> Result<Vec<u64>, DwarfError> {
-        let bad = |e: gimli::Error| DwarfError::Bad {
-            path: self.path.clone(),
-            why: e.to_string(),
-        };
-        let mut starts = Vec::new();
-        for unit in self.all_units().map_err(bad)? {
-            let mut entries = unit.entries();
-            while let Some((_, entry)) = entries.next_dfs().map_err(bad)? {
-                if entry.tag() != gimli::DW_TAG_inlined_subroutine {
-                    continue;
-                }
-                let Some(AttributeValue::UnitRef(origin)) = entry
-                    .attr_value(gimli::DW_AT_abstract_origin)
-                    .map_err(bad)?
-                else {
-                    continue;
-                };
-                let origin = unit.entry(origin).map_err(bad)?;
-                if self.name_of(&unit, &origin).map_err(bad)?.as_deref() != Some(name) {
-                    continue;
-                }
-                let low_pc = self
-                    .address_attr(&unit, entry, gimli::DW_AT_low_pc)
-                    .map_err(bad)?;
-                // DWARF 5 may give the entry as an offset from low_pc.
-                let entry_pc = match entry.attr_value(gimli::DW_AT_entry_pc).map_err(bad)? {
-                    Some(AttributeValue::Udata(offset)) => low_pc.map(|l| l + offset),
-                    Some(value) => self.dw().attr_address(&unit, value).map_err(bad)?,
-                    None => None,
-                };
-                let start = match entry_pc.or(low_pc) {
-                    Some(start) => Some(start),
-                    None => {
-                        let mut ranges = self.dw().die_ranges(&unit, entry).map_err(bad)?;
-                        ranges.next().map_err(bad)?.map(|r| r.begin)
-                    }
-                };
-                starts.extend(start);
-            }
-        }
-        self.current.set(0);
-        starts.sort_unstable();
-        starts.dedup();
-        Ok(starts)
-    }
-}
+pub use lines::parse_source_line;

@@ -386,16 +386,6 @@ impl Symbols {
     }
 
     /// Link-time address ranges of the executable segments: where code of this file lies.
-    /// The sized function whose code holds link-time `address`.
-    pub fn function_containing(&self, address: u64) -> Option<&FunctionSymbol> {
-        self.functions
-            .iter()
-            .filter(|f| {
-                f.offset_in_function == 0 && f.address <= address && address < f.address + f.size
-            })
-            .min_by_key(|f| f.size)
-    }
-
     /// The separate debug file found for this one (build id or debuglink), if any.
     pub fn debug_file(&self) -> Option<&Path> {
         self.debug_file.as_deref()

@@ -476,3 +476,15 @@ fn name_rank(function: &FunctionSymbol) -> (bool, usize, bool, usize, &str) {
         name,
     )
 }
+
+impl Symbols {
+    /// The sized function whose code holds link-time `address`.
+    pub fn function_containing(&self, address: u64) -> Option<&FunctionSymbol> {
+        self.functions
+            .iter()
+            .filter(|f| {
+                f.offset_in_function == 0 && f.address <= address && address < f.address + f.size
+            })
+            .min_by_key(|f| f.size)
+    }
+}

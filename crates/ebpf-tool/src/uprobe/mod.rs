@@ -8,6 +8,7 @@ mod plan;
 mod prepared;
 mod probes;
 mod report;
+mod ring;
 mod run;
 mod source_targets;
 mod stopping;

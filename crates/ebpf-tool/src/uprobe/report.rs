@@ -255,3 +255,23 @@ impl StackFileHandles {
         Ok(wrote)
     }
 }
+
+/// What a scrape of `--metrics` gets: the tables as they are now, what could not be
+/// recorded, and the tool's own cost.
+pub fn metrics_text(run: &Run, aggregates: &Aggregates) -> Result<String, LoadError> {
+    let tables = tables(run, aggregates)?;
+    let mut snapshot =
+        crate::metrics::Snapshot::of_tables(&run.targets.binary.to_string_lossy(), &tables);
+    let losses = aggregates.losses()?;
+    snapshot.lost = vec![
+        ("ringbuf_full", losses.ringbuf_full),
+        ("counts_full", losses.counts_full),
+        ("stacks_failed", losses.stacks_failed),
+        ("return_unpaired", losses.unpaired),
+        ("value_unreadable", losses.unreadable),
+        ("never_returned", losses.abandoned),
+    ];
+    snapshot.probes_attached = run.targets.functions.len() as u64;
+    (snapshot.resident_bytes, snapshot.cpu_seconds) = crate::metrics::own_usage();
+    Ok(snapshot.encode())
+}

@@ -13,21 +13,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{
     Run,
     probes::{SETTLE, attach, file_changed, reattach, run_points, watch_file},
     report,
+    ring::{Drained, FdRef, drain, ring_discard},
     stopping::{Signals, pass_on},
 };
 use crate::{
     events, kernel,
     launch::{self, Launch, exit},
     loader::Loader,
-    loader::{Aggregates, LoadError},
-    metrics::{MetricsServer, Snapshot, own_usage},
+    metrics::MetricsServer,
     output::{
         escape,
         printer::{Announcement, Closing, Printer},
@@ -319,7 +318,7 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
                 }
             }
             Some(reply) = scrapes.recv(), if metrics_server.is_some() => {
-                let _ = reply.send(metrics_text(run, &aggregates)?);
+                let _ = reply.send(report::metrics_text(run, &aggregates)?);
             }
             _ = interval.tick() => {
                 printer.status(&format!("\n--- {} (cumulative) ---", clock_time()));
@@ -436,75 +435,6 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
     };
     printer.summary(&closing);
     Ok(exit_code)
-}
-
-/// What a scrape of `--metrics` gets: the tables as they are now, what could not be
-/// recorded, and the tool's own cost.
-fn metrics_text(run: &Run, aggregates: &Aggregates) -> Result<String, LoadError> {
-    let tables = report::tables(run, aggregates)?;
-    let mut snapshot = Snapshot::of_tables(&run.targets.binary.to_string_lossy(), &tables);
-    let losses = aggregates.losses()?;
-    snapshot.lost = vec![
-        ("ringbuf_full", losses.ringbuf_full),
-        ("counts_full", losses.counts_full),
-        ("stacks_failed", losses.stacks_failed),
-        ("return_unpaired", losses.unpaired),
-        ("value_unreadable", losses.unreadable),
-        ("never_returned", losses.abandoned),
-    ];
-    snapshot.probes_attached = run.targets.functions.len() as u64;
-    (snapshot.resident_bytes, snapshot.cpu_seconds) = own_usage();
-    Ok(snapshot.encode())
-}
-
-/// A descriptor owned elsewhere, to wait on.
-struct FdRef(std::os::fd::RawFd);
-
-impl std::os::fd::AsRawFd for FdRef {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0
-    }
-}
-
-/// Records read from the ring, and thrown away unread at the end.
-#[derive(Debug, Default)]
-struct Drained {
-    read: u64,
-    discarded: u64,
-}
-
-/// Prints records waiting in the ring buffer while the printer has room, at most
-/// `budget` of them; true when the ring is empty.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    layout: events::RecordLayout,
-    printer: &mut Printer,
-    drained: &mut Drained,
-    budget: usize,
-) -> bool {
-    for _ in 0..budget {
-        if !printer.has_room() {
-            return false;
-        }
-        let Some(record) = ring.next() else {
-            return true;
-        };
-        drained.read += 1;
-        match events::decode(&record, layout) {
-            Ok(record) => printer.event(&record),
-            Err(err) => printer.malformed(&err),
-        }
-    }
-    false
-}
-
-/// Empties the ring without printing; returns how many records it held.
-fn ring_discard(ring: &mut RingBuf<MapData>) -> u64 {
-    let mut discarded = 0;
-    while ring.next().is_some() {
-        discarded += 1;
-    }
-    discarded
 }
 
 /// Wall-clock time of day (UTC) for interval headers.
