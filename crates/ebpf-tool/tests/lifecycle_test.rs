@@ -151,32 +151,7 @@ fn a_pid_run_ends_when_its_process_exits() {
 fn a_library_the_command_loads_is_found_through_its_runpath() {
     require_root!();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixlib-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let cc = |args: &[&str]| {
-        let status = Command::new("cc").args(args).status().unwrap();
-        assert!(status.success(), "cc {args:?}");
-    };
-    let lib = dir.join("libfixlib.so");
-    let program = dir.join("uses_fixlib");
-    cc(&[
-        "-O2",
-        "-shared",
-        "-fPIC",
-        "-o",
-        path(&lib),
-        path(&fixtures.join("fixlib.c")),
-    ]);
-    cc(&[
-        "-O2",
-        "-o",
-        path(&program),
-        path(&fixtures.join("uses_fixlib.c")),
-        "-L",
-        path(&dir),
-        "-lfixlib",
-        "-Wl,-rpath,$ORIGIN",
-    ]);
+    let (_, program) = common::build_fixlib(&dir, &["-O2"]);
     // By name alone, no cache knows it...
     let out = ebpf_tool(&["uprobe", "libfixlib", "fixlib_work", "--count", "-d", "1"]);
     assert!(!out.status.success(), "{out:?}");

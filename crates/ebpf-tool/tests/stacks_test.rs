@@ -114,39 +114,8 @@ fn a_chain_without_frame_pointers_is_whole() {
 #[test]
 fn a_shared_library_in_the_chain_and_a_process_that_exits_before_the_end() {
     require_root!();
-    let dir = scratch("stacklib");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let cc = |args: &[&str]| {
-        let status = Command::new("cc").args(args).status().unwrap();
-        assert!(status.success(), "cc {args:?}");
-    };
-    let lib = dir.join("libfixlib.so");
-    let program = dir.join("uses_fixlib");
-    let flags = ["-O2", "-fomit-frame-pointer"];
-    cc(&[
-        &flags[..],
-        &[
-            "-shared",
-            "-fPIC",
-            "-o",
-            path(&lib),
-            path(&fixtures.join("fixlib.c")),
-        ],
-    ]
-    .concat());
-    cc(&[
-        &flags[..],
-        &[
-            "-o",
-            path(&program),
-            path(&fixtures.join("uses_fixlib.c")),
-            "-L",
-            path(&dir),
-            "-lfixlib",
-            "-Wl,-rpath,$ORIGIN",
-        ],
-    ]
-    .concat());
+    let (lib, program) =
+        common::build_fixlib(&scratch("stacklib"), &["-O2", "-fomit-frame-pointer"]);
     // The process exits long before the run ends and its stacks are printed. (It lives
     // 100 ms past its calls: one that exits within about a millisecond of its last call
     // can be gone before its mappings are read, and only its frames in the traced file

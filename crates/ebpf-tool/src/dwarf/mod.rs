@@ -422,22 +422,13 @@ pub struct NamedSpecs {
     pub enums: Vec<(String, Vec<(i64, String)>)>,
 }
 
-/// Resolves `texts` (`r->len`, `argv[1]`) in each probed place of `binary`: `(label,
-/// its function's link-time address, the probe's)`.
-/// Where past its prologue the function at `low_pc` is (see `DebugInfo::prologue_end`).
-pub fn prologue_end(binary: &Path, debug_root: &Path, low_pc: u64) -> Option<u64> {
-    DebugInfo::load_with_root(binary, debug_root)
-        .ok()?
-        .prologue_end(low_pc)
-}
-
+/// Resolves `texts` (`r->len`, `argv[1]`) in each probed place: `(label, its function's
+/// link-time address, the probe's)`.
 pub fn resolve_named(
-    binary: &Path,
-    debug_root: &Path,
+    info: &DebugInfo,
     functions: &[(String, u64, u64)],
     texts: &[String],
 ) -> Result<NamedSpecs, DwarfError> {
-    let info = DebugInfo::load_with_root(binary, debug_root)?;
     let mut specs = Vec::new();
     let mut shown = Vec::new();
     let mut enums = Vec::new();

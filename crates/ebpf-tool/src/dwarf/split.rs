@@ -60,15 +60,7 @@ pub(super) fn load_splits(
         let Ok(file) = object::File::parse(&*data) else {
             continue;
         };
-        let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
-            let bytes: Arc<[u8]> = id
-                .dwo_name()
-                .and_then(|n| file.section_by_name(n))
-                .and_then(|s| s.uncompressed_data().ok())
-                .map_or_else(|| Arc::from(&[][..]), |d| Arc::from(d.as_ref()));
-            Ok(EndianArcSlice::new(bytes, endian))
-        };
-        let Ok(mut dwo) = gimli::Dwarf::load(load) else {
+        let Ok(mut dwo) = gimli::Dwarf::load(|id| dwo_section(&file, id, endian)) else {
             continue;
         };
         dwo.make_dwo(dwarf);
@@ -82,13 +74,23 @@ fn load_package(binary: &Path, endian: RunTimeEndian) -> Option<gimli::DwarfPack
     path.push(".dwp");
     let data = crate::files::read_regular(Path::new(&path), 1 << 31).ok()?;
     let file = object::File::parse(&*data).ok()?;
-    let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
-        let bytes: Arc<[u8]> = id
-            .dwo_name()
-            .and_then(|n| file.section_by_name(n))
-            .and_then(|s| s.uncompressed_data().ok())
-            .map_or_else(|| Arc::from(&[][..]), |d| Arc::from(d.as_ref()));
-        Ok(EndianArcSlice::new(bytes, endian))
-    };
-    gimli::DwarfPackage::load(load, EndianArcSlice::new(Arc::from(&[][..]), endian)).ok()
+    gimli::DwarfPackage::load(
+        |id| dwo_section(&file, id, endian),
+        EndianArcSlice::new(Arc::from(&[][..]), endian),
+    )
+    .ok()
+}
+
+/// Section `id` of a `.dwo` or `.dwp` file, by its `.dwo` name; empty when absent.
+fn dwo_section(
+    file: &object::File<'_>,
+    id: gimli::SectionId,
+    endian: RunTimeEndian,
+) -> Result<R, gimli::Error> {
+    let bytes: Arc<[u8]> = id
+        .dwo_name()
+        .and_then(|n| file.section_by_name(n))
+        .and_then(|s| s.uncompressed_data().ok())
+        .map_or_else(|| Arc::from(&[][..]), |d| Arc::from(d.as_ref()));
+    Ok(EndianArcSlice::new(bytes, endian))
 }

@@ -108,13 +108,8 @@ pub fn load_program(
     }
     let load = |log: &mut Vec<u8>| {
         let mut attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_KPROBE,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            expected_attach_type: attach_type,
             prog_name,
-            ..Default::default()
+            ..kprobe_attr(insns, &license, attach_type)
         };
         if !log.is_empty() {
             attr.log_level = 1;
@@ -134,19 +129,26 @@ pub fn load_program(
     }
 }
 
+/// BPF_PROG_LOAD of a kprobe-type program; `license` must outlive the call.
+fn kprobe_attr(insns: &[Insn], license: &CString, attach_type: u32) -> ProgLoadAttr {
+    ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_KPROBE,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        expected_attach_type: attach_type,
+        ..Default::default()
+    }
+}
+
 /// Whether the kernel loads a kprobe-type program of `insns` with this expected attach
 /// type and `prog_flags` (`BPF_F_SLEEPABLE`): how `ebpf-tool features` asks the kernel
 /// rather than guessing from its version. The program is dropped at once.
 pub fn program_loads(insns: &[Insn], attach_type: u32, prog_flags: u32) -> io::Result<()> {
     let license = CString::new("GPL").unwrap_or_default();
     let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_KPROBE,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        expected_attach_type: attach_type,
         prog_flags,
-        ..Default::default()
+        ..kprobe_attr(insns, &license, attach_type)
     };
     bpf(BPF_PROG_LOAD, &mut attr).map(drop)
 }

@@ -41,6 +41,8 @@ pub fn resolve_named_values(
     // Unoptimized code stores its parameters in the prologue: where a value is not there
     // yet at the entry, the probe moves past the prologue (not with --ret: a return
     // needs the entry).
+    // Read once: a glob's functions all come from this file.
+    let info = crate::dwarf::DebugInfo::load_with_root(&targets.binary, &plan.debug_root)?;
     if !plan.returns {
         for i in 0..targets.functions.len() {
             let f = &targets.functions[i];
@@ -49,15 +51,15 @@ pub fn resolve_named_values(
             }
             let one = [(targets.labels[i].clone(), f.address, f.address)];
             let not_yet = matches!(
-                crate::dwarf::resolve_named(&targets.binary, &plan.debug_root, &one, &texts),
+                crate::dwarf::resolve_named(&info, &one, &texts),
                 Err(DwarfError::Unsupported { ref why, .. }) if why.contains("has not written yet")
             );
             if !not_yet {
                 continue;
             }
-            let Some(past) =
-                crate::dwarf::prologue_end(&targets.binary, &plan.debug_root, f.address)
-                    .filter(|&p| p > f.address && p < f.address + f.size)
+            let Some(past) = info
+                .prologue_end(f.address)
+                .filter(|&p| p > f.address && p < f.address + f.size)
             else {
                 continue;
             };
@@ -81,7 +83,7 @@ pub fn resolve_named_values(
         .zip(&targets.functions)
         .map(|(label, f)| (label.clone(), f.address - f.offset_in_function, f.address))
         .collect();
-    let named = crate::dwarf::resolve_named(&targets.binary, &plan.debug_root, &functions, &texts)?;
+    let named = crate::dwarf::resolve_named(&info, &functions, &texts)?;
     targets.named = named.specs;
     let shown = named.shown;
     let requests: Vec<ValueRequest> = args

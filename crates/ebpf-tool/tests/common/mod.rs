@@ -163,6 +163,36 @@ fn build_fixture(compiler: &str, file: &str, flags: &[&str]) -> PathBuf {
     out
 }
 
+/// Builds `tests/fixtures/fixlib.c` as `dir/libfixlib.so` (known to no cache) and
+/// `uses_fixlib.c` as `dir/uses_fixlib`, which finds the library through its RUNPATH
+/// (`$ORIGIN`); returns (library, program).
+pub fn build_fixlib(dir: &Path, flags: &[&str]) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (lib, program) = (dir.join("libfixlib.so"), dir.join("uses_fixlib"));
+    let cc = |extra: &[&std::ffi::OsStr]| {
+        let status = Command::new("cc").args(flags).args(extra).status().unwrap();
+        assert!(status.success(), "cc {flags:?} {extra:?}");
+    };
+    cc(&[
+        "-shared".as_ref(),
+        "-fPIC".as_ref(),
+        "-o".as_ref(),
+        lib.as_os_str(),
+        fixtures.join("fixlib.c").as_os_str(),
+    ]);
+    cc(&[
+        "-o".as_ref(),
+        program.as_os_str(),
+        fixtures.join("uses_fixlib.c").as_os_str(),
+        "-L".as_ref(),
+        dir.as_os_str(),
+        "-lfixlib".as_ref(),
+        "-Wl,-rpath,$ORIGIN".as_ref(),
+    ]);
+    (lib, program)
+}
+
 /// Runs `program args...` and asserts it succeeded; for strip, objcopy, xz.
 pub fn run_tool(program: &str, args: &[&std::ffi::OsStr]) {
     let status = Command::new(program)
