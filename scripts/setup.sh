@@ -42,7 +42,7 @@ apt_install() {
 
 # Tools the tests and fixtures use.
 apt_install gcc g++ libc6-dev binutils xz-utils util-linux bpftool golang-go ca-certificates \
-  systemtap-sdt-dev python3 libstdc++6 prometheus
+  systemtap-sdt-dev python3 libstdc++6 prometheus man-db
 
 # Userspace builds with the machine's cargo; a machine without one gets Debian's.
 if ! command -v cargo >/dev/null; then
