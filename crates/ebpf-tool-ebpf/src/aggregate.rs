@@ -2,7 +2,7 @@
 //! histograms (`--hist`, and `--latency` at return) and user stacks (`--stacks`), all in
 //! per-CPU maps so no record crosses the ring.
 
-use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
+use aya_ebpf::helpers::generated::{bpf_get_smp_processor_id, bpf_probe_read_user_str};
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::bpf_probe_read_user,
@@ -169,8 +169,14 @@ fn count_call(cfg: Cfg, caller: Caller, group: Option<&GroupKey>) {
     match group {
         Some(key) if cfg.count_by != by::FUNC => add_to(&COUNTS, key, lost::COUNTS_FULL),
         _ => {
-            if let Some(slot) = FUNC_COUNTS.get_ptr_mut(caller.probe_id) {
-                // SAFETY: a per-CPU slot; preemption is off while the program runs.
+            // SAFETY: a helper without arguments.
+            let cpu = unsafe { bpf_get_smp_processor_id() };
+            let slot = cpu
+                .wrapping_mul(cfg.probes.max(1))
+                .wrapping_add(caller.probe_id);
+            if let Some(slot) = FUNC_COUNTS.get_ptr_mut(slot) {
+                // SAFETY: this CPU's slot of the probe; preemption is off while the
+                // program runs, so no other program writes it meanwhile.
                 unsafe { *slot += 1 };
             }
         }

@@ -2,6 +2,8 @@
 //! histograms and stacks. Lives on after the probes are detached, so the last figures
 //! can still be read.
 
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap};
 use ebpf_tool_common::{CallStack, GroupKey, HIST_ARG, HIST_SLOTS, StackKey, lost};
 
@@ -10,7 +12,7 @@ use super::LoadError;
 /// The kernel's per-CPU aggregation maps.
 pub struct Aggregates {
     pub(super) lost: PerCpuArray<MapData, u64>,
-    pub(super) func_counts: PerCpuArray<MapData, u64>,
+    pub(super) func_counts: FuncCounts,
     pub(super) counts: PerCpuHashMap<MapData, GroupKey, u64>,
     pub(super) hists: PerCpuArray<MapData, [u64; HIST_SLOTS]>,
     pub(super) group_hists: PerCpuHashMap<MapData, GroupKey, [u64; HIST_SLOTS]>,
@@ -19,7 +21,6 @@ pub struct Aggregates {
     /// The call stacks of `--ret`/`--latency`, read at the end for calls still open.
     pub(super) call_slots: Array<MapData, CallStack>,
     pub(super) calls: HashMap<MapData, u64, CallStack>,
-    pub(super) probes: usize,
     pub(super) hists_per_probe: usize,
     /// A latency histogram comes first in each probe's; without it the value one is.
     pub(super) has_latency_hist: bool,
@@ -71,9 +72,7 @@ impl Aggregates {
 
     /// Calls per probe (`--count --by func`), indexed by probe id.
     pub fn func_counts(&self) -> Result<Vec<u64>, LoadError> {
-        (0..self.probes as u32)
-            .map(|probe| Ok(self.func_counts.get(&probe, 0)?.iter().sum()))
-            .collect()
+        Ok(self.func_counts.sums())
     }
 
     /// Calls per (probe, pid|tid|comm) key.
@@ -126,5 +125,54 @@ impl Aggregates {
     pub fn stack_addresses(&self, stack_id: u32) -> Result<Vec<u64>, LoadError> {
         let trace = self.stacks.get(&stack_id, 0)?;
         Ok(trace.frames().iter().map(|frame| frame.ip).collect())
+    }
+}
+
+/// `FUNC_COUNTS`, mapped into this process: every probe's count on every CPU is read
+/// with plain loads, at the end and at each metrics scrape, without a syscall.
+pub struct FuncCounts {
+    /// Keeps the map alive as long as the mapping.
+    _map: MapData,
+    mapping: memmap2::Mmap,
+    probes: usize,
+    /// Slots per CPU: the probes, at least one.
+    stride: usize,
+    cpus: usize,
+}
+
+impl FuncCounts {
+    pub(super) fn map(map: MapData, probes: usize, cpus: usize) -> Result<FuncCounts, LoadError> {
+        let stride = probes.max(1);
+        let bytes = stride * cpus * size_of::<u64>();
+        // SAFETY: a shared read-only mapping of a BPF_F_MMAPABLE array of `bytes` bytes,
+        // which the kernel keeps until both the map and the mapping are gone; its words
+        // are read with volatile loads below, as the programs write them concurrently.
+        let mapping = unsafe {
+            memmap2::MmapOptions::new()
+                .len(bytes)
+                .map(map.fd().as_fd().as_raw_fd())
+        }
+        .map_err(LoadError::MapCounts)?;
+        Ok(FuncCounts {
+            _map: map,
+            mapping,
+            probes,
+            stride,
+            cpus,
+        })
+    }
+
+    /// Each probe's count summed over CPUs.
+    fn sums(&self) -> Vec<u64> {
+        let words = self.mapping.as_ptr().cast::<u64>();
+        let mut sums = vec![0u64; self.probes];
+        for cpu in 0..self.cpus {
+            for (probe, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: in bounds (stride * cpus words mapped, probes <= stride) and
+                // 8-aligned (a page).
+                *sum += unsafe { words.add(cpu * self.stride + probe).read_volatile() };
+            }
+        }
+        sums
     }
 }

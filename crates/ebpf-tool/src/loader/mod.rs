@@ -27,6 +27,7 @@ use ebpf_tool_common::{
     HIST_SLOTS, ProbeSpec, STACK_RING_BYTES, by, flags, maps,
 };
 
+use aggregates::FuncCounts;
 pub use aggregates::{Aggregates, Losses};
 pub use attach::{AttachPoint, AttachReport};
 
@@ -112,6 +113,8 @@ pub enum LoadError {
         "histograms for {probes} functions would take {mib} MiB of kernel memory (one per CPU each); narrow FUNCTION, or count instead (--count)"
     )]
     HistogramsTooBig { probes: usize, mib: u64 },
+    #[error("mapping the call counts into memory failed: {0}")]
+    MapCounts(#[source] std::io::Error),
     #[error("{expected} probe specs were needed, {got} given")]
     Specs { expected: usize, got: usize },
 }
@@ -185,9 +188,10 @@ impl Loader {
         );
         let hists = has(flags::HIST_LATENCY) || has(flags::HIST_VALUE);
         let hist_slots = sized(hists, probes_u32 * config.hists_per_probe.max(1));
+        let possible_cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
         let hist_bytes = u64::from(hist_slots + group_hists)
             * (HIST_SLOTS * 8) as u64
-            * aya::util::nr_cpus().map_or(1, |n| n as u64);
+            * u64::from(possible_cpus);
         if hist_bytes > MAX_HIST_BYTES {
             return Err(LoadError::HistogramsTooBig {
                 probes,
@@ -202,7 +206,7 @@ impl Loader {
         let config = machine::complete(config, ring_bytes, call_slots, tuning);
         let mut ebpf = machine::loader_without_kernel_btf()
             .override_global(CONFIG_GLOBAL, &config, true)
-            .map_max_entries(maps::FUNC_COUNTS, probes_u32)
+            .map_max_entries(maps::FUNC_COUNTS, probes_u32 * possible_cpus)
             .map_max_entries(maps::HISTS, hist_slots)
             .map_max_entries(maps::EVENTS, ring_bytes)
             .map_max_entries(maps::STACKS, stack_slots)
@@ -254,7 +258,10 @@ impl Loader {
         };
         let aggregates = Aggregates {
             lost: PerCpuArray::try_from(take(maps::LOST)?)?,
-            func_counts: PerCpuArray::try_from(take(maps::FUNC_COUNTS)?)?,
+            func_counts: match take(maps::FUNC_COUNTS)? {
+                aya::maps::Map::Array(data) => FuncCounts::map(data, probes, possible_cpus as usize)?,
+                _ => return Err(LoadError::MissingMap(maps::FUNC_COUNTS)),
+            },
             counts: PerCpuHashMap::try_from(take(maps::COUNTS)?)?,
             group_hists: PerCpuHashMap::try_from(take(maps::GROUP_HISTS)?)?,
             hists: PerCpuArray::try_from(take(maps::HISTS)?)?,
@@ -264,7 +271,6 @@ impl Loader {
             has_latency_hist: has(flags::HIST_LATENCY),
             call_slots: Array::try_from(take(maps::CALL_SLOTS)?)?,
             calls: aya::maps::HashMap::try_from(take(maps::CALLS)?)?,
-            probes,
         };
         let scope = match std::num::NonZeroU32::new(config.target_tgid) {
             Some(pid) => UProbeScope::OneProcess(pid),

@@ -6,8 +6,8 @@
 use std::ops::Range;
 
 use object::{
-    Endianness, Object as _, ObjectSection as _, ObjectSymbol as _, ReadRef, elf,
-    read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _, Sym as _},
+    Endianness, Object as _, ObjectSection as _, ReadRef, elf,
+    read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _, SectionHeader as _, Sym as _, SymbolTable},
 };
 
 /// One symbol as a table holds it.
@@ -89,19 +89,36 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<ElfContents, ElfError>
             )
         })
         .collect();
-    let table = |symbols: object::read::elf::ElfSymbolIterator<
-        'data,
-        '_,
-        elf::FileHeader64<Endianness>,
-        R,
-    >| {
-        symbols
-            .filter_map(|symbol| {
-                let raw = symbol.elf_symbol();
+    let sections = file.elf_section_table();
+    // Each table's names are read as one block: name by name through a `ReadCache`, the
+    // 80,000 symbols of a large library took a second.
+    let table = |symbols: &SymbolTable<'data, elf::FileHeader64<Endianness>, R>| {
+        let strings = sections
+            .section(symbols.string_section())
+            .ok()
+            .and_then(|section| section.data(endian, data).ok())
+            .unwrap_or(&[]);
+        let name_of = |raw: &elf::Sym64<Endianness>| -> Option<&str> {
+            let rest = strings.get(raw.st_name(endian) as usize..)?;
+            let name = &rest[..rest.iter().position(|&b| b == 0)?];
+            std::str::from_utf8(name).ok().filter(|n| !n.is_empty())
+        };
+        let mut unwinds = None;
+        let defined = symbols
+            .symbols()
+            .iter()
+            .filter_map(|raw| {
+                let name = name_of(raw)?;
+                // Imports count here: a program that only references the personality
+                // routine still has frames unwound through by exceptions thrown elsewhere.
+                match name {
+                    "__gxx_personality_v0" => unwinds = unwinds.or(Some("C++ exception")),
+                    "rust_eh_personality" => unwinds = unwinds.or(Some("Rust panic")),
+                    _ => {}
+                }
                 if raw.st_shndx(endian) == elf::SHN_UNDEF {
                     return None; // an import, defined in another file
                 }
-                let name = symbol.name().ok().filter(|n| !n.is_empty())?;
                 Some(RawSymbol {
                     name: name.to_owned(),
                     address: raw.st_value(endian),
@@ -109,10 +126,11 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<ElfContents, ElfError>
                     kind: raw.st_type(),
                 })
             })
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (defined, unwinds)
     };
-    let symtab = table(file.symbols());
-    let dynsym = table(file.dynamic_symbols());
+    let (symtab, symtab_unwinds) = table(file.elf_symbol_table());
+    let (dynsym, dynsym_unwinds) = table(file.elf_dynamic_symbol_table());
     let pointers = DebugPointers {
         build_id: file.build_id().ok().flatten().map(<[u8]>::to_vec),
         debuglink: file
@@ -144,16 +162,7 @@ pub fn parse<'data, R: ReadRef<'data>>(data: R) -> Result<ElfContents, ElfError>
     };
     let go_version =
         section(".go.buildinfo").and_then(|info| super::golang::version(info, read_at));
-    // Imports count: a program that only references the personality routine still has
-    // frames unwound through by exceptions thrown elsewhere.
-    let unwinds = file
-        .symbols()
-        .chain(file.dynamic_symbols())
-        .find_map(|symbol| match symbol.name().ok()? {
-            "__gxx_personality_v0" => Some("C++ exception"),
-            "rust_eh_personality" => Some("Rust panic"),
-            _ => None,
-        });
+    let unwinds = symtab_unwinds.or(dynsym_unwinds);
     Ok(ElfContents {
         text,
         symtab,
