@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod keys;
+pub mod kfunc;
 pub mod record;
 pub mod spec;
 

@@ -26,6 +26,8 @@ mod pairing;
 #[cfg(target_arch = "bpf")]
 mod record;
 #[cfg(target_arch = "bpf")]
+mod session;
+#[cfg(target_arch = "bpf")]
 mod stack_sample;
 #[cfg(target_arch = "bpf")]
 mod task;
@@ -47,6 +49,7 @@ mod programs {
         maps::{Cfg, ENTRY_GROUPS, config, has, spec_of},
         pairing::{self, Popped},
         record::{Call, Return, Values, emit},
+        session,
         task::{self, Task},
         values::{Regs, filter_holds},
     };
@@ -54,14 +57,39 @@ mod programs {
     #[uprobe]
     pub fn hello_uprobe(ctx: ProbeContext) -> u32 {
         let cfg = config();
-        entered(cfg, &ctx, cookie(cfg, &ctx));
+        entered(cfg, &ctx, cookie(cfg, &ctx), false);
+        0
+    }
+
+    /// Entry and return of `--latency` in one program, on a uprobe session link (Linux
+    /// 6.13+): the entry keeps its time in the call's session cookie, which the kernel
+    /// hands back at that call's return, so no call stack is kept in maps. An entry that
+    /// is not wanted (another process, a --filter that fails) returns 1: the kernel then
+    /// skips its return altogether.
+    #[uprobe]
+    pub fn hello_session(ctx: ProbeContext) -> u32 {
+        let cfg = config();
+        let probe_id = cookie(cfg, &ctx);
+        let start = session::cookie();
+        if !session::is_return() {
+            if !entered(cfg, &ctx, probe_id, true) {
+                return 1;
+            }
+            // SAFETY: the kernel's 8-byte cookie of this call, valid during the program.
+            unsafe { *start = timestamp(cfg) };
+            return 0;
+        }
+        // SAFETY: as above; written at this call's entry.
+        let latency_ns = timestamp(cfg).saturating_sub(unsafe { *start });
+        aggregate::hist_add(cfg, probe_id, HIST_LATENCY, latency_ns);
         0
     }
 
     /// A call of probe `probe_id` entered: aggregates it, saves it for its return, or
-    /// records it.
+    /// records it. In a `session` it only says whether the call is wanted: the session
+    /// program keeps its time itself.
     #[inline(always)]
-    fn entered(cfg: Cfg, ctx: &ProbeContext, probe_id: u32) {
+    fn entered(cfg: Cfg, ctx: &ProbeContext, probe_id: u32, session: bool) -> bool {
         // Each step runs only when this run's CONFIG needs it; the verifier prunes the
         // rest, so `--count` on one function costs little more than the floor.
         let task = if task::needed(cfg) {
@@ -75,10 +103,10 @@ mod programs {
             (0, 0)
         };
         if !task::wanted(cfg, task, tgid, tid) {
-            return;
+            return false;
         }
         let Some(spec) = spec_of(cfg, probe_id) else {
-            return;
+            return false;
         };
         let regs = Regs(ctx.regs);
         let wanted = !has(cfg, flags::FILTER_VALUE) || filter_holds(regs, &spec.filter);
@@ -93,6 +121,9 @@ mod programs {
         } else {
             None
         };
+        if session {
+            return wanted;
+        }
         if has(cfg, flags::PAIR_RETURNS) {
             if let Some(key) = pairing::call_key(spec, regs, tid, regs.stack_pointer()) {
                 pairing::push(cfg, key, regs, spec, wanted, timestamp(cfg));
@@ -103,7 +134,7 @@ mod programs {
                     let _ = ENTRY_GROUPS.insert(&key.deep(), &group, 0);
                 }
             }
-            return;
+            return wanted;
         }
         if wanted && has(cfg, flags::EMIT_EVENTS) {
             let call = Call {
@@ -115,6 +146,7 @@ mod programs {
             };
             emit(cfg, task, &call, spec, Values::Live(regs), None);
         }
+        wanted
     }
 
     /// A return seen by a uretprobe: it runs after the return popped its address.
@@ -138,7 +170,7 @@ mod programs {
     pub fn hello_entry_retsite(ctx: ProbeContext) -> u32 {
         let cfg = config();
         let probe_id = cookie(cfg, &ctx);
-        entered(cfg, &ctx, probe_id);
+        entered(cfg, &ctx, probe_id, false);
         returned(cfg, Regs(ctx.regs), probe_id, 0)
     }
 

@@ -50,7 +50,6 @@ fn probe(result: io::Result<()>) -> (bool, String) {
 }
 
 const BPF_MAP_TYPE_RINGBUF: u32 = 27;
-const BPF_TRACE_UPROBE_SESSION: u32 = 57;
 const BPF_F_SLEEPABLE: u32 = 1 << 4;
 const BPF_FUNC_GET_ATTACH_COOKIE: i32 = 174;
 
@@ -137,10 +136,10 @@ pub fn detect(tuning: &Tuning) -> Vec<Feature> {
         "uprobe sessions",
         probe(sys::program_loads(
             &program(None),
-            BPF_TRACE_UPROBE_SESSION,
+            sys::BPF_TRACE_UPROBE_SESSION,
             0,
         )),
-        "entries and returns are paired in maps (not used yet either way)",
+        "--latency pairs entries and returns in maps (a call stack per thread) instead of a session cookie per call",
     );
     add(
         "sleepable uprobes",

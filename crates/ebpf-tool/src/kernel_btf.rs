@@ -49,19 +49,39 @@ pub struct TaskFields {
     pub comm: u32,
 }
 
-static TASK_FIELDS: OnceLock<Option<TaskFields>> = OnceLock::new();
+/// The BTF ids of the kernel functions uprobe session programs call (Linux 6.13+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKfuncs {
+    pub is_return: u32,
+    pub cookie: u32,
+}
 
-/// Starts reading the running kernel's offsets on another thread, so `task_fields` finds
-/// them ready.
+/// What the programs need to know of the running kernel, read in one pass over its BTF.
+#[derive(Debug, Clone, Copy, Default)]
+struct Facts {
+    task_fields: Option<TaskFields>,
+    session_kfuncs: Option<SessionKfuncs>,
+}
+
+static FACTS: OnceLock<Facts> = OnceLock::new();
+
+/// Starts reading the running kernel's BTF on another thread, so `task_fields` and
+/// `session_kfuncs` find it read.
 pub fn start_reading() {
-    std::thread::spawn(|| TASK_FIELDS.get_or_init(read_task_fields));
+    std::thread::spawn(|| FACTS.get_or_init(read_facts));
 }
 
 /// The running kernel's offsets, or `None` when it has no BTF or its `task_struct` does not
 /// look as expected (then the programs use helpers, which always work). Waits for
 /// `start_reading`'s thread if it is still at it; the file is closed when this returns.
 pub fn task_fields() -> Option<TaskFields> {
-    *TASK_FIELDS.get_or_init(read_task_fields)
+    FACTS.get_or_init(read_facts).task_fields
+}
+
+/// The ids of `bpf_session_is_return` and `bpf_session_cookie`, or `None` when the
+/// kernel has no such functions (then entries and returns are paired in maps).
+pub fn session_kfuncs() -> Option<SessionKfuncs> {
+    FACTS.get_or_init(read_facts).session_kfuncs
 }
 
 /// The file's bytes: mapped where the kernel allows it, else read.
@@ -81,14 +101,50 @@ impl Deref for Contents {
     }
 }
 
-fn read_task_fields() -> Option<TaskFields> {
-    let file = File::open(Path::new(VMLINUX_BTF)).ok()?;
+fn read_facts() -> Facts {
+    let Ok(file) = File::open(Path::new(VMLINUX_BTF)) else {
+        return Facts::default();
+    };
     // SAFETY: a private read-only mapping of a file nobody writes (the kernel's own BTF).
     let contents = match unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) } {
         Ok(map) => Contents::Mapped(map),
-        Err(_) => Contents::Read(std::fs::read(VMLINUX_BTF).ok()?),
+        Err(_) => match std::fs::read(VMLINUX_BTF) {
+            Ok(bytes) => Contents::Read(bytes),
+            Err(_) => return Facts::default(),
+        },
     };
-    parse_task_fields(&contents)
+    match Btf::parse(&contents) {
+        Some(btf) => Facts {
+            task_fields: task_fields_in(&btf),
+            session_kfuncs: session_kfuncs_in(&btf),
+        },
+        None => Facts::default(),
+    }
+}
+
+/// Finds the session kfuncs among raw BTF's functions.
+pub fn parse_session_kfuncs(raw: &[u8]) -> Option<SessionKfuncs> {
+    session_kfuncs_in(&Btf::parse(raw)?)
+}
+
+fn session_kfuncs_in(btf: &Btf) -> Option<SessionKfuncs> {
+    let (mut is_return, mut cookie) = (None, None);
+    for (index, &at) in btf.starts.iter().enumerate() {
+        let header = btf.header_at(at as usize)?;
+        if header.kind != KIND_FUNC {
+            continue;
+        }
+        let id = u32::try_from(index + 1).ok()?;
+        match btf.name(header.name_off) {
+            Some(b"bpf_session_is_return") => is_return = Some(id),
+            Some(b"bpf_session_cookie") => cookie = Some(id),
+            _ => continue,
+        }
+        if let (Some(is_return), Some(cookie)) = (is_return, cookie) {
+            return Some(SessionKfuncs { is_return, cookie });
+        }
+    }
+    None
 }
 
 /// One type's header in the type section.
@@ -221,7 +277,10 @@ fn trailing_len(header: TypeHeader) -> Option<usize> {
 /// 4-byte integers at 4-byte offsets, `comm` 16 bytes at an 8-byte offset (the programs
 /// copy it in two 8-byte loads).
 pub fn parse_task_fields(raw: &[u8]) -> Option<TaskFields> {
-    let btf = Btf::parse(raw)?;
+    task_fields_in(&Btf::parse(raw)?)
+}
+
+fn task_fields_in(btf: &Btf) -> Option<TaskFields> {
     for &at in &btf.starts {
         let at = at as usize;
         let header = btf.header_at(at)?;
@@ -390,5 +449,21 @@ mod tests {
                 && fields.tgid.is_multiple_of(4)
         );
         assert_ne!(fields.pid, fields.tgid);
+    }
+
+    #[test]
+    fn finds_the_session_kfuncs_by_name() {
+        let mut b = Builder::new();
+        b.push("int", KIND_INT, 0, 4, &[32]);
+        for name in ["bpf_session_cookie", "other", "bpf_session_is_return"] {
+            b.push(name, KIND_FUNC, 0, 1, &[]);
+        }
+        assert_eq!(
+            parse_session_kfuncs(&b.build()),
+            Some(SessionKfuncs {
+                is_return: 4,
+                cookie: 2
+            })
+        );
     }
 }

@@ -11,6 +11,9 @@ pub const CALL_SLOTS_VAR: &str = "EBPF_TOOL_CALL_SLOTS";
 /// `EBPF_TOOL_ATTACH=perf` forces one perf-event link per function (the fallback),
 /// `=multi` forbids the fallback; unset picks uprobe_multi when the kernel has it.
 pub const ATTACH_MODE_VAR: &str = "EBPF_TOOL_ATTACH";
+/// `EBPF_TOOL_SESSIONS=off`: pair `--latency` entries and returns in maps even where the
+/// kernel has uprobe sessions (to test that path, and to compare the two).
+pub const SESSIONS_VAR: &str = "EBPF_TOOL_SESSIONS";
 
 /// How probes are attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,6 +34,8 @@ pub struct Tuning {
     /// Slots of `CALL_SLOTS` (`None`: all of them).
     pub call_slots: Option<u32>,
     pub attach: AttachMode,
+    /// Use uprobe sessions where they fit.
+    pub sessions: bool,
 }
 
 impl Default for Tuning {
@@ -39,6 +44,7 @@ impl Default for Tuning {
             task_fields: true,
             call_slots: None,
             attach: AttachMode::Auto,
+            sessions: true,
         }
     }
 }
@@ -61,6 +67,7 @@ impl Tuning {
                 Some("multi") => AttachMode::Multi,
                 _ => AttachMode::Auto,
             },
+            sessions: var(SESSIONS_VAR).is_none_or(|v| v != "off"),
         }
     }
 }

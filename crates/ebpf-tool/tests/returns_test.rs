@@ -235,3 +235,59 @@ fn latency_times_each_call_and_builds_a_histogram(extra: &[&str]) {
         "{lines:?}"
     );
 }
+
+/// `--latency -q` sees entries and returns in uprobe sessions where the kernel has them
+/// (the session program is loaded while the run lasts), and in maps with
+/// EBPF_TOOL_SESSIONS=off; both time the same five 20 ms sleeps.
+#[test]
+fn latency_histograms_are_the_same_in_sessions_and_in_maps() {
+    require_root!();
+    let fixture = target_fixture();
+    for sessions in ["on", "off"] {
+        let tracer = Tracer::start_with_env(
+            &["uprobe", path(&fixture), "fixture_sleep", "--latency", "-q"],
+            &[("EBPF_TOOL_SESSIONS", sessions)],
+        );
+        let loaded = session_program_loaded();
+        run_fixture(&fixture, "sleep", 5);
+        let lines = tracer.interrupt().ok();
+        assert_eq!(
+            loaded,
+            sessions == "on" && kernel_has_uprobe_sessions(),
+            "EBPF_TOOL_SESSIONS={sessions}: session program loaded = {loaded}"
+        );
+        let summary = lines
+            .iter()
+            .find(|l| l.starts_with("fixture_sleep latency: count=5 "))
+            .unwrap_or_else(|| panic!("sessions {sessions}: no count=5 summary in {lines:?}"));
+        assert!(summary.contains(" min=2"), "sessions {sessions}: {summary}");
+        // 20 ms lies in [2^24, 2^25) ns.
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.trim_start().starts_with("16777216 -> 33554431 : 5 ")),
+            "sessions {sessions}: {lines:?}"
+        );
+    }
+}
+
+/// Whether a program named hello_session is loaded in the kernel now (bpftool asks it).
+fn session_program_loaded() -> bool {
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "show", "name", "hello_session"])
+        .output()
+        .expect("bpftool (scripts/setup.sh installs it)");
+    out.status.success() && !out.stdout.is_empty()
+}
+
+/// What `ebpf-tool features --json` (one JSON object per line) says of uprobe sessions.
+fn kernel_has_uprobe_sessions() -> bool {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebpf-tool"))
+        .args(["features", "--json"])
+        .output()
+        .expect("ebpf-tool features");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|f| f["name"] == "uprobe sessions" && f["available"] == true)
+}

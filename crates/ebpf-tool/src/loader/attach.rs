@@ -45,6 +45,9 @@ impl Loader {
         points: &[AttachPoint],
     ) -> Result<AttachReport, LoadError> {
         let mode = self.attach_mode;
+        if kind == ProbeKind::Session {
+            return self.attach_sessions(points);
+        }
         let same_file = points.windows(2).all(|w| w[0].path == w[1].path);
         if mode != AttachMode::Perf && same_file && !points.is_empty() {
             match self.attach_multi(kind, points) {
@@ -62,6 +65,33 @@ impl Loader {
         self.attach_perf(kind, points)
     }
 
+    /// Entry and return in one session link; where the kernel refuses the link (or the
+    /// points span files), an entry and a return probe each instead, which the programs
+    /// pair in maps as they do without sessions.
+    fn attach_sessions(&mut self, points: &[AttachPoint]) -> Result<AttachReport, LoadError> {
+        let same_file = points.windows(2).all(|w| w[0].path == w[1].path);
+        if same_file && !points.is_empty() {
+            match self.attach_multi(ProbeKind::Session, points) {
+                Ok(report) => return Ok(report),
+                Err(err) => log::debug!("no uprobe session link, entry and return probes: {err}"),
+            }
+        }
+        self.sessions = false;
+        let entries = self.attach(ProbeKind::Entry, points)?;
+        let returns = self.attach(ProbeKind::Return, points)?;
+        let mut failed = entries.failed;
+        for (index, why) in returns.failed {
+            if !failed.iter().any(|(i, _)| *i == index) {
+                failed.push((index, why));
+            }
+        }
+        Ok(AttachReport {
+            attached: entries.attached.min(returns.attached),
+            failed,
+            multi: entries.multi && returns.multi,
+        })
+    }
+
     fn attach_multi(
         &mut self,
         kind: ProbeKind,
@@ -70,10 +100,16 @@ impl Loader {
         let slot = kind as usize;
         if self.multi_programs[slot].is_none() {
             let name = program_name(kind, self.noop);
+            let attach_type = if kind == ProbeKind::Session {
+                sys::BPF_TRACE_UPROBE_SESSION
+            } else {
+                sys::BPF_TRACE_UPROBE_MULTI
+            };
             self.multi_programs[slot] = Some(multi::load_program(
                 super::KERNEL_OBJECT,
                 name,
                 &self.map_fds,
+                attach_type,
             )?);
         }
         let mut report = AttachReport {
@@ -117,7 +153,11 @@ impl Loader {
             &offsets,
             &cookies,
             &ref_ctr_offsets,
-            kind == ProbeKind::Return,
+            match kind {
+                ProbeKind::Return => sys::MultiLink::Return,
+                ProbeKind::Session => sys::MultiLink::Session,
+                _ => sys::MultiLink::Entry,
+            },
             self.pid,
         )
         .map_err(multi::MultiError::Link)

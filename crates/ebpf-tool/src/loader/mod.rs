@@ -7,6 +7,7 @@
 
 mod aggregates;
 mod attach;
+mod kfuncs;
 mod machine;
 mod multi;
 pub mod sys;
@@ -41,6 +42,7 @@ const RETURN_PROGRAM: &str = "hello_uretprobe";
 const RETURN_SITE_PROGRAM: &str = "hello_retsite";
 const ENTRY_RETURN_SITE_PROGRAM: &str = "hello_entry_retsite";
 /// Programs that do nothing: the cost floor benchmarks compare against.
+const SESSION_PROGRAM: &str = "hello_session";
 const NOOP_ENTRY_PROGRAM: &str = "noop_uprobe";
 const NOOP_RETURN_PROGRAM: &str = "noop_uretprobe";
 
@@ -72,10 +74,13 @@ pub enum ProbeKind {
     ReturnSite,
     /// Both: a function whose first instruction returns.
     EntryReturnSite,
+    /// Entry and return of `--latency` in one program on a uprobe session link, the
+    /// call's start time in its session cookie.
+    Session,
 }
 
 impl ProbeKind {
-    const ALL: usize = 4;
+    const ALL: usize = 5;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +151,9 @@ pub struct Loader {
     perf_links: Vec<(ProbeKind, aya::programs::uprobe::UProbeLinkId)>,
     /// Attach the do-nothing programs instead (benchmark floor).
     noop: bool,
+    /// `--latency` with only an in-kernel histogram pairs entries and returns in uprobe
+    /// sessions (`ProbeKind::Session`) where the kernel has them.
+    sessions: bool,
 }
 
 impl Loader {
@@ -259,7 +267,9 @@ impl Loader {
         let aggregates = Aggregates {
             lost: PerCpuArray::try_from(take(maps::LOST)?)?,
             func_counts: match take(maps::FUNC_COUNTS)? {
-                aya::maps::Map::Array(data) => FuncCounts::map(data, probes, possible_cpus as usize)?,
+                aya::maps::Map::Array(data) => {
+                    FuncCounts::map(data, probes, possible_cpus as usize)?
+                }
                 _ => return Err(LoadError::MissingMap(maps::FUNC_COUNTS)),
             },
             counts: PerCpuHashMap::try_from(take(maps::COUNTS)?)?,
@@ -287,6 +297,7 @@ impl Loader {
             multi_links: Vec::new(),
             perf_links: Vec::new(),
             noop,
+            sessions: sessions_fit(&config, noop, tuning),
         };
         Ok((
             loader,
@@ -310,11 +321,40 @@ fn program_name(kind: ProbeKind, noop: bool) -> &'static str {
         (ProbeKind::Return, false) => RETURN_PROGRAM,
         (ProbeKind::ReturnSite, false) => RETURN_SITE_PROGRAM,
         (ProbeKind::EntryReturnSite, false) => ENTRY_RETURN_SITE_PROGRAM,
-        (ProbeKind::Entry | ProbeKind::ReturnSite | ProbeKind::EntryReturnSite, true) => {
-            NOOP_ENTRY_PROGRAM
-        }
+        (ProbeKind::Session, false) => SESSION_PROGRAM,
+        (
+            ProbeKind::Entry
+            | ProbeKind::ReturnSite
+            | ProbeKind::EntryReturnSite
+            | ProbeKind::Session,
+            true,
+        ) => NOOP_ENTRY_PROGRAM,
         (ProbeKind::Return, true) => NOOP_RETURN_PROGRAM,
     }
+}
+
+impl Loader {
+    /// Whether this run's `--latency` uses uprobe sessions (attach `ProbeKind::Session`
+    /// instead of an entry and a return probe).
+    pub fn sessions(&self) -> bool {
+        self.sessions
+    }
+}
+
+/// Whether this run's returns can be seen by uprobe sessions: only a latency histogram is
+/// wanted (no record per call, no groups: those need the call's values at the return),
+/// links are uprobe_multi, and the kernel has session links and their kfuncs.
+fn sessions_fit(config: &Config, noop: bool, tuning: &Tuning) -> bool {
+    let has = |flag: u32| config.flags & flag != 0;
+    tuning.sessions
+        && !noop
+        && tuning.attach != AttachMode::Perf
+        && has(flags::PAIR_RETURNS)
+        && has(flags::HIST_LATENCY)
+        && !has(flags::EMIT_EVENTS)
+        && !has(flags::GROUP_HISTS)
+        && crate::kernel_btf::session_kfuncs().is_some()
+        && sys::program_loads(&sys::RETURN_ZERO, sys::BPF_TRACE_UPROBE_SESSION, 0).is_ok()
 }
 
 /// The data of the map kinds this object uses.

@@ -27,6 +27,8 @@ pub enum MultiError {
     Load { source: std::io::Error, log: String },
     #[error("creating the uprobe_multi link failed: {0}")]
     Link(#[source] std::io::Error),
+    #[error(transparent)]
+    Kfunc(#[from] super::kfuncs::KfuncError),
 }
 
 impl MultiError {
@@ -45,12 +47,14 @@ impl MultiError {
     }
 }
 
-/// Loads program `name` from the eBPF object `object` for uprobe_multi links, with its map
-/// references bound to `maps` (map or data-section name -> fd).
+/// Loads program `name` from the eBPF object `object` for links of `attach_type`
+/// (uprobe_multi or uprobe session), with its map references bound to `maps` (map or
+/// data-section name -> fd) and its kfunc calls to the running kernel's functions.
 pub fn load_program(
     object: &[u8],
     name: &str,
     maps: &HashMap<String, OwnedFd>,
+    attach_type: u32,
 ) -> Result<OwnedFd, MultiError> {
     let bad = |what: String| MultiError::Object(what);
     let mut obj = aya_obj::Object::parse(object).map_err(|e| bad(e.to_string()))?;
@@ -75,7 +79,7 @@ pub fn load_program(
         .functions
         .get(&program.function_key())
         .ok_or_else(|| bad(format!("no code for program '{name}'")))?;
-    let insns: Vec<Insn> = function
+    let mut insns: Vec<Insn> = function
         .instructions
         .iter()
         .map(|insn| {
@@ -84,12 +88,11 @@ pub fn load_program(
             unsafe { std::mem::transmute_copy::<aya_obj::generated::bpf_insn, Insn>(insn) }
         })
         .collect();
+    super::kfuncs::patch(&mut insns, crate::kernel_btf::session_kfuncs())?;
     let license = obj.license.to_str().unwrap_or("GPL");
-    sys::load_program(name, &insns, license, sys::BPF_TRACE_UPROBE_MULTI).map_err(|refused| {
-        MultiError::Load {
-            source: refused.source,
-            log: refused.log,
-        }
+    sys::load_program(name, &insns, license, attach_type).map_err(|refused| MultiError::Load {
+        source: refused.source,
+        log: refused.log,
     })
 }
 

@@ -14,6 +14,8 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_KPROBE: u32 = 2;
 pub const BPF_TRACE_UPROBE_MULTI: u32 = 48;
+/// Entry and return in one program, with a cookie per call (Linux 6.13+).
+pub const BPF_TRACE_UPROBE_SESSION: u32 = 57;
 const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
 /// `BPF_JMP | BPF_CALL`.
 pub const CALL_OPCODE: u8 = 0x85;
@@ -206,21 +208,52 @@ pub fn verifier_summary(log: &str) -> String {
     format!(" (verifier: {text})")
 }
 
-/// Attaches `program` at every offset of `path` through one uprobe_multi link (a return
-/// probe when `on_return`), tagging each with its cookie; only in `pid` when non-zero.
+/// `r0 = 0; exit`: the smallest program, to ask whether the kernel loads a kind.
+pub const RETURN_ZERO: [Insn; 2] = [
+    Insn {
+        code: 0xb7,
+        regs: 0,
+        off: 0,
+        imm: 0,
+    },
+    Insn {
+        code: 0x95,
+        regs: 0,
+        off: 0,
+        imm: 0,
+    },
+];
+
+/// What a uprobe_multi link runs its program at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiLink {
+    /// The offsets themselves.
+    Entry,
+    /// The returns of the functions at the offsets (uretprobes).
+    Return,
+    /// Both, one program with a cookie per call (a session).
+    Session,
+}
+
+/// Attaches `program` at every offset of `path` through one uprobe_multi link (at the
+/// entries, returns or both, as `link` says), tagging each with its cookie; only in `pid`
+/// when non-zero.
 pub fn attach_uprobe_multi(
     program: BorrowedFd<'_>,
     path: &Path,
     offsets: &[u64],
     cookies: &[u64],
     ref_ctr_offsets: &[u64],
-    on_return: bool,
+    link: MultiLink,
     pid: u32,
 ) -> io::Result<OwnedFd> {
     let path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let mut attr = UprobeMultiLinkAttr {
         prog_fd: program.as_raw_fd() as u32,
-        attach_type: BPF_TRACE_UPROBE_MULTI,
+        attach_type: match link {
+            MultiLink::Session => BPF_TRACE_UPROBE_SESSION,
+            MultiLink::Entry | MultiLink::Return => BPF_TRACE_UPROBE_MULTI,
+        },
         path: path.as_ptr() as u64,
         offsets: offsets.as_ptr() as u64,
         cookies: cookies.as_ptr() as u64,
@@ -231,7 +264,7 @@ pub fn attach_uprobe_multi(
             0
         },
         cnt: offsets.len() as u32,
-        multi_flags: if on_return {
+        multi_flags: if link == MultiLink::Return {
             BPF_F_UPROBE_MULTI_RETURN
         } else {
             0

@@ -7,7 +7,9 @@ use std::ops::Range;
 
 use object::{
     Endianness, Object as _, ObjectSection as _, ReadRef, elf,
-    read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _, SectionHeader as _, Sym as _, SymbolTable},
+    read::elf::{
+        ElfFile64, FileHeader as _, ProgramHeader as _, SectionHeader as _, Sym as _, SymbolTable,
+    },
 };
 
 /// One symbol as a table holds it.

@@ -29,6 +29,7 @@ pub fn attach_points(
     points: &[(usize, &ProbePoints)],
     returns: bool,
     return_sites: bool,
+    sessions: bool,
 ) -> Vec<(ProbeKind, Vec<AttachPoint>)> {
     let mut kinds: Vec<(ProbeKind, Vec<AttachPoint>)> = Vec::new();
     let mut add = |kind: ProbeKind, offset: u64, probe: usize| {
@@ -45,6 +46,10 @@ pub fn attach_points(
     };
     for &(probe, at) in points {
         let entry_returns = return_sites && at.returns.contains(&at.entry);
+        if returns && !return_sites && sessions {
+            add(ProbeKind::Session, at.entry, probe);
+            continue;
+        }
         if entry_returns {
             add(ProbeKind::EntryReturnSite, at.entry, probe);
         } else {
@@ -62,8 +67,9 @@ pub fn attach_points(
     kinds
 }
 
-/// The points of every function of the run, under their probe ids.
-pub fn run_points(run: &Run) -> Vec<(ProbeKind, Vec<AttachPoint>)> {
+/// The points of every function of the run, under their probe ids; `sessions` when the
+/// loader sees entries and returns in uprobe sessions.
+pub fn run_points(run: &Run, sessions: bool) -> Vec<(ProbeKind, Vec<AttachPoint>)> {
     let targets = &run.targets;
     let points: Vec<(usize, &ProbePoints)> = targets.points.iter().enumerate().collect();
     with_semaphores(
@@ -72,6 +78,7 @@ pub fn run_points(run: &Run) -> Vec<(ProbeKind, Vec<AttachPoint>)> {
             &points,
             run.plan.returns,
             targets.return_sites,
+            sessions,
         ),
         &targets.semaphores,
     )
@@ -206,7 +213,13 @@ pub fn reattach(
     let points: Vec<(usize, &ProbePoints)> = found.iter().map(|(p, at)| (*p, at)).collect();
     let missing = targets.labels.len() - points.len();
     let kinds = with_semaphores(
-        attach_points(&targets.binary, &points, plan.returns, targets.return_sites),
+        attach_points(
+            &targets.binary,
+            &points,
+            plan.returns,
+            targets.return_sites,
+            loader.sessions(),
+        ),
         &targets.semaphores,
     );
     if points.is_empty() {

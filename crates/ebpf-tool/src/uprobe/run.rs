@@ -158,7 +158,8 @@ async fn trace(run: &Run, mut launch: Option<Launch>, printer: &mut Printer) -> 
         &run.tuning,
     )?;
     printer.skipped(&targets.skipped);
-    attach(printer, run, &mut loader, &run_points(run))?;
+    let sessions = loader.sessions();
+    attach(printer, run, &mut loader, &run_points(run, sessions))?;
     let mut watch = watch_file(printer, &targets.binary);
     let stack_files = report::create_output_files(plan)?;
 
