@@ -185,6 +185,10 @@ impl Targets {
         {
             return Err(TargetsError::NoReturnSites { function, why });
         }
+        let frame_pointers = plan.stacks.is_none() || symbols.keeps_frame_pointers();
+        // Freed on another thread: the tables of a large library (librustc_driver's
+        // 81,000 functions) take ~50 ms to free, which the attach need not wait for.
+        std::thread::spawn(move || drop(symbols));
         if leave_unseen > 0 {
             notes.push(format!(
                 "{leave_unseen} of the functions can also leave by a tail jump (or by code the \
@@ -205,7 +209,7 @@ impl Targets {
                 })
                 .collect(),
             mapped_by_self: target::mapped_by_self(&binary),
-            frame_pointers: plan.stacks.is_none() || symbols.keeps_frame_pointers(),
+            frame_pointers,
             usdt_args: Vec::new(),
             semaphores: Vec::new(),
             named: Vec::new(),
