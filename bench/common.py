@@ -151,7 +151,8 @@ def wait_for_line(files, pattern, timeout_s):
 def reported_lost(stdout, stderr):
     """Events ebpf-tool itself reported lost (its summary line, text or JSON)."""
     match = re.search(r"events seen, \d+ printed, (\d+) lost", stderr) or re.search(r'"lost":(\d+)', stdout)
-    return int(match.group(1)) if match else 0
+    stacks = re.search(r"(\d+) stacks not captured", stdout + stderr)
+    return (int(match.group(1)) if match else 0) + (int(stacks.group(1)) if stacks else 0)
 
 
 def measure(specs, calls, repeat):

@@ -13,6 +13,7 @@ pub mod golang;
 mod ifunc;
 pub mod probe_site;
 mod resolve;
+mod same_code;
 
 use std::{
     ops::Range,
@@ -23,6 +24,7 @@ use object::ReadCache;
 
 pub use code::{NoReturnSites, ReturnSites};
 pub use debuginfo::DEBUG_ROOT;
+use demangle::demangle_all;
 pub use demangle::{demangle, without_parameters};
 pub use resolve::Resolution;
 
@@ -215,30 +217,6 @@ pub struct Symbols {
     unwinds: Option<&'static str>,
     /// The separate debug file whose symbols were read, if any.
     debug_file: Option<PathBuf>,
-}
-
-/// Fills in the readable names, on every CPU for large tables: demangling is most of the
-/// cost of reading a big C++ or Rust library (librustc_driver: 81,000 functions, ~0.25 s
-/// on one CPU).
-fn demangle_all(functions: &mut [FunctionSymbol]) {
-    const SERIAL_BELOW: usize = 4096;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if functions.len() < SERIAL_BELOW || workers == 1 {
-        for f in functions {
-            f.demangled = demangle(&f.name);
-        }
-        return;
-    }
-    let chunk = functions.len().div_ceil(workers);
-    std::thread::scope(|scope| {
-        for part in functions.chunks_mut(chunk) {
-            scope.spawn(move || {
-                for f in part {
-                    f.demangled = demangle(&f.name);
-                }
-            });
-        }
-    });
 }
 
 impl Symbols {
