@@ -25,17 +25,20 @@ def main():
         for run in runs:
             row = next((r for r in run["rows"] if r["name"] == name), None)
             ratios.append(row["ratio"] if row and row["ratio"] == row["ratio"] else None)
-        shown = [f"{r:.2f}×" if r is not None else "-" for r in ratios]
+        shown = [f"{r:.3f}×" if r is not None else "-" for r in ratios]
         known = [r for r in ratios if r is not None]
-        span = f"{min(known):.2f}–{max(known):.2f}×" if known else "-"
+        span = f"{min(known):.3f}–{max(known):.3f}×" if known else "-"
         print(f"| {name} | " + " | ".join(shown) + f" | {span} |")
     print("\n| target | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |")
     print("|---|" + "---|" * len(runs))
-    for target in [t["target"] for t in runs[0]["targets"]]:
+    targets = []
+    for run in runs:
+        targets += [t["target"] for t in run["targets"] if t["target"] not in targets]
+    for target in targets:
         cells = []
         for run in runs:
             t = next((t for t in run["targets"] if t["target"] == target), None)
-            cells.append(f"{t['value']:.2f} ({'met' if t['met'] else 'missed'})" if t else "-")
+            cells.append(f"{t['value']:.3f} ({'met' if t['met'] else 'missed'})" if t else "-")
         print(f"| {target} | " + " | ".join(cells) + " |")
 
 
