@@ -30,8 +30,9 @@ def count_funccount(stdout, _stderr):
 
 
 def count_hist_total(stdout, _stderr):
-    """Calls in a bpftrace or BCC log2 histogram (`[lo, hi) n |@@@|` or `lo -> hi : n |**|`)."""
-    return sum(int(n) for n in re.findall(r"[\]:]\s+(\d+)\s+\|", stdout))
+    """Calls in a bpftrace or BCC log2 histogram (`[lo, hi) n |@@@|`, `[lo] n |@|` or
+    `lo -> hi : n |**|`)."""
+    return sum(int(n) for n in re.findall(r"[\]):]\s+(\d+)\s+\|", stdout))
 
 
 def count_trace_lines(stdout, _stderr):
