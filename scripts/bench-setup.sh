@@ -18,23 +18,9 @@ die() { printf 'bench-setup: error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (apt-get is needed)"
 
-apt_updated=
-apt_refresh() {
-  [ -n "$apt_updated" ] && return 0
-  log "apt-get update"
-  apt-get update -q >/dev/null
-  apt_updated=1
-}
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  apt_refresh
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-}
+SUDO=
+# shellcheck source=scripts/apt.sh
+. "$ROOT/scripts/apt.sh"
 
 apt_install bpftrace bpfcc-tools python3-bpfcc linux-perf gcc
 

@@ -24,21 +24,8 @@ else
   SUDO=
 fi
 
-apt_updated=
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ -z "$apt_updated" ]; then
-    log "apt-get update"
-    $SUDO apt-get update -q >/dev/null
-    apt_updated=1
-  fi
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-}
+# shellcheck source=scripts/apt.sh
+. "$(dirname "$0")/apt.sh"
 
 # Tools the tests and fixtures use.
 apt_install gcc g++ libc6-dev binutils xz-utils util-linux bpftool golang-go ca-certificates \
